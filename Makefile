@@ -1,0 +1,60 @@
+# The course's commands. On a fresh machine `make book` and `make test` do all the set-up.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+JB := $(VENV)/bin/jupyter-book
+JOBS ?= 2
+export PYTHONPATH := $(CURDIR)
+export PYTHONDONTWRITEBYTECODE := 1
+export MPLBACKEND := Agg
+
+# A virtual environment whose tools have gone missing is rebuilt, not trusted.
+ifneq ($(shell test -x $(PY) -a -x $(JB) -a -x $(VENV)/bin/pytest -a -f $(STAMP) && echo ok),ok)
+.PHONY: $(STAMP)
+endif
+
+.PHONY: help venv data book instructor-book test test-fast clean
+
+help:
+	@echo "make book             build the student website into _build/html"
+	@echo "make instructor-book  build the website with solutions into _build/instructor/_build/html"
+	@echo "make test             build the student website, then run every test"
+	@echo "make test-fast        run the tests that need no built website"
+	@echo "make data             find Fashion-MNIST, or download and verify it"
+	@echo "make clean            remove _build (keeps .venv and data)"
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { echo "error: '$(PYTHON) -m venv' failed; install the venv module (Debian: apt-get install python3-venv)"; exit 1; }
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt || { echo "error: installing requirements.txt into $(VENV) failed (see above); check the network access to the package index, then run make again"; exit 1; }
+	@touch $(STAMP)
+
+data: $(STAMP)
+	@$(PY) -m bnlab.data
+
+book: $(STAMP) data
+	$(PY) -m autograder.notebooks student _build/src/student
+	$(JB) build _build/src/student --path-output . -W -n --keep-going
+	@echo "Student website: _build/html/index.html"
+
+instructor-book: $(STAMP) data
+	$(PY) -m autograder.notebooks instructor _build/src/instructor
+	$(JB) build _build/src/instructor --path-output _build/instructor -W -n --keep-going
+	@echo "Instructor website: _build/instructor/_build/html/index.html"
+
+test: book
+	$(PY) -m pytest -n $(JOBS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -n $(JOBS) -m "not site"
+
+clean:
+	rm -rf _build

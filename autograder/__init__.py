@@ -1,0 +1,1 @@
+"""The grader: notebook generation, test suites, sandbox, command line, nbgrader."""

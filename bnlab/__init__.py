@@ -1,0 +1,1 @@
+"""Course infrastructure: data, models, training, experiments and plots."""

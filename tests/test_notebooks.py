@@ -1,0 +1,254 @@
+"""The notebook generator: one source (chapters + solutions), no duplicated reference code."""
+
+import re
+import textwrap
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+from nbgrader.preprocessors import ClearSolutions
+
+from autograder import notebooks as nbgen
+
+ROOT = nbgen.ROOT
+CHAPTERS = sorted((ROOT / "chapters").glob("*.md"))
+SLUGS = [p.stem for p in CHAPTERS]
+
+
+def distinctive_lines(text: str) -> set[str]:
+    """Lines of solution code long and specific enough that prose would not contain them."""
+    lines = set()
+    for line in text.splitlines():
+        line = line.strip()
+        if len(line) >= 25 and not line.startswith(("#", '"', "'")):
+            lines.add(line)
+    return lines
+
+
+def exercise_names(nb) -> list[tuple[str, str]]:
+    return [pair for cell in nb.cells if nbgen.is_exercise(cell) for pair in nbgen.exercise_imports(cell)]
+
+
+def test_every_toc_chapter_exists():
+    toc = (ROOT / "_toc.yml").read_text()
+    for file in re.findall(r"file:\s*(chapters/\S+)", toc):
+        assert (ROOT / f"{file}.md").is_file(), f"_toc.yml names {file} but chapters/ has no such file"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=SLUGS)
+def test_chapter_defines_no_reference_by_hand(path):
+    """Exercise code lives in solutions/ only: no chapter cell redefines an exercise name."""
+    nb = nbgen.read_chapter(path)
+    names = set(nbgen.load_definitions(path.stem))
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        for name in names:
+            assert not re.search(rf"^\s*(def|class)\s+{name}\b", cell.source, re.M), (
+                f"{path.name} defines {name} by hand; name it in an exercise cell instead"
+            )
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=SLUGS)
+def test_chapter_has_every_exercise_of_its_module(path):
+    """Each public name of solutions/<slug>.py is an exercise of chapter <slug>, with a check."""
+    nb = nbgen.read_chapter(path)
+    pairs = exercise_names(nb)
+    assert {m for m, _ in pairs} == {path.stem}, "exercises must come from the chapter's own module"
+    assert sorted(n for _, n in pairs) == sorted(nbgen.load_definitions(path.stem))
+    grade_ids = {nbgen.nbgrader_meta(c).get("grade_id") for c in nb.cells if nbgen.nbgrader_meta(c).get("grade")}
+    for _, name in pairs:
+        assert f"check_{name}" in grade_ids, f"exercise {name} has no public check cell check_{name}"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=SLUGS)
+def test_student_variant_has_no_solution_code(path):
+    nb = nbgen.generate(path, "student")
+    text = "\n".join(cell.source for cell in nb.cells)
+    chapter_text = path.read_text()
+    for _, name in exercise_names(nbgen.read_chapter(path)):
+        for line in distinctive_lines(nbgen.load_definitions(path.stem)[name].solution_text):
+            if line not in chapter_text:
+                assert line not in text, f"solution line of {name} in the student notebook: {line}"
+    assert nbgen.BEGIN_SOLUTION not in text and nbgen.BEGIN_HIDDEN not in text
+    assert "{solution}" not in text
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=SLUGS)
+def test_instructor_variant_is_the_reference(path):
+    """The expanded definitions are the reference's source, and nbgrader can clear them."""
+    nb = nbgen.generate(path, "instructor")
+    definitions = nbgen.load_definitions(path.stem)
+    module_source = (ROOT / "solutions" / f"{path.stem}.py").read_text()
+    for cell in nb.cells:
+        if not nbgen.is_exercise(cell):
+            continue
+        unmarked = "\n".join(
+            line for line in cell.source.splitlines()
+            if line.strip() not in (nbgen.BEGIN_SOLUTION, nbgen.END_SOLUTION)
+        )
+        for block in unmarked.split("\n\n\n"):
+            assert block.strip() in module_source
+        cleared = ClearSolutions().preprocess_cell(cell, {}, 0)[0]
+        assert "raise NotImplementedError" in cleared.source
+        for name in definitions:
+            for line in distinctive_lines(definitions[name].solution_text):
+                assert line not in cleared.source
+
+
+FAKE_MODULE = textwrap.dedent('''
+    """A fake solutions module."""
+    import numpy as np
+
+
+    def double(x):
+        """Twice ``x``.
+
+        Parameters
+        ----------
+        x : ndarray
+        """
+        # the body starts here
+        y = np.asarray(x) * 2.0
+        return y
+
+
+    class Counter:
+        """Counts calls."""
+
+        start = 0
+
+        def __init__(self):
+            """Start at zero."""
+            self.count = self.start
+
+        @property
+        def twice(self):
+            """Twice the count."""
+            return 2 * self.count
+
+
+    def _private():
+        return 1
+''')
+
+
+@pytest.fixture
+def fake_solutions(tmp_path):
+    (tmp_path / "fake_mod.py").write_text(FAKE_MODULE)
+    return tmp_path
+
+
+def test_definitions_split_signature_docstring_and_body(fake_solutions):
+    defs = nbgen.load_definitions("fake_mod", fake_solutions)
+    assert sorted(defs) == ["Counter", "double"]
+    student = defs["double"].render("student")
+    assert student.startswith("def double(x):") and '"""Twice ``x``.' in student
+    assert "np.asarray" not in student and "raise NotImplementedError" in student
+    instructor = defs["double"].render("instructor")
+    namespace = {"np": np}
+    exec(instructor, namespace)
+    np.testing.assert_array_equal(namespace["double"]([1, 2]), [2.0, 4.0])
+    assert "    ### BEGIN SOLUTION\n    # the body starts here" in instructor
+
+
+def test_class_methods_are_split_and_attributes_kept(fake_solutions):
+    counter = nbgen.load_definitions("fake_mod", fake_solutions)["Counter"]
+    student = counter.render("student")
+    assert "start = 0" in student and "@property" in student
+    assert student.count("raise NotImplementedError") == 2 and "self.count = " not in student
+    namespace = {}
+    exec(counter.render("instructor"), namespace)
+    assert namespace["Counter"]().twice == 0
+
+
+def test_function_without_docstring_is_refused(tmp_path):
+    (tmp_path / "bad.py").write_text("def f(x):\n    return x\n")
+    with pytest.raises(nbgen.SourceError, match="f .*no docstring"):
+        nbgen.load_definitions("bad", tmp_path)
+
+
+def chapter_with(tmp_path, cells_md: str) -> Path:
+    path = tmp_path / "ch99_test.md"
+    header = "---\njupytext:\n  text_representation:\n    format_name: myst\nkernelspec:\n  name: python3\n  display_name: Python 3\n---\n\n"
+    path.write_text(header + textwrap.dedent(cells_md))
+    return path
+
+
+EXERCISE = """
+```{{code-cell}} ipython3
+---
+nbgrader: {{grade: false, grade_id: {gid}, locked: false, schema_version: 3, solution: true, task: false}}
+---
+{body}
+```
+"""
+
+
+def test_malformed_exercise_cell_is_a_clear_error(tmp_path):
+    path = chapter_with(tmp_path, EXERCISE.format(gid="standardize", body="def standardize(X):\n    return X"))
+    with pytest.raises(nbgen.SourceError, match="ch99_test.md: CheckMetadata: exercise cell 'standardize' must be"):
+        nbgen.generate(path, "student")
+
+
+def test_unknown_reference_name_is_a_clear_error(tmp_path):
+    body = "### BEGIN SOLUTION\nfrom solutions.ch01_normalization import no_such_thing\n### END SOLUTION"
+    path = chapter_with(tmp_path, EXERCISE.format(gid="x", body=body))
+    with pytest.raises(nbgen.SourceError, match="defines no function or class 'no_such_thing'"):
+        nbgen.generate(path, "student")
+
+
+def test_duplicate_grade_ids_are_refused(tmp_path):
+    body = "### BEGIN SOLUTION\nfrom solutions.ch01_normalization import standardize\n### END SOLUTION"
+    path = chapter_with(tmp_path, EXERCISE.format(gid="a", body=body) * 2)
+    with pytest.raises(nbgen.SourceError, match="duplicate nbgrader grade_id 'a'"):
+        nbgen.generate(path, "instructor")
+
+
+def test_student_variant_drops_hidden_tests_and_thinking_solutions(tmp_path):
+    path = chapter_with(tmp_path, """
+        ```{code-cell} ipython3
+        ---
+        nbgrader: {grade: true, grade_id: check, locked: true, points: 1, schema_version: 3, solution: false, task: false}
+        ---
+        assert 1 == 1
+        ### BEGIN HIDDEN TESTS
+        assert 2 == 2
+        ### END HIDDEN TESTS
+        ```
+
+        ````{exercise}
+        :label: ex-a
+        Prove it.
+        ````
+
+        ````{solution} ex-a
+        :class: dropdown
+        THE ANSWER
+        ````
+
+        After.
+        """)
+    student = nbformat.writes(nbgen.generate(path, "student"))
+    assert "assert 1 == 1" in student and "assert 2 == 2" not in student
+    assert "Prove it." in student and "THE ANSWER" not in student and "After." in student
+    instructor = nbformat.writes(nbgen.generate(path, "instructor"))
+    assert "assert 2 == 2" in instructor and "THE ANSWER" in instructor
+
+
+def test_book_tree_rewrites_only_changed_notebooks(tmp_path):
+    out = tmp_path / "book"
+    written = nbgen.write_book_tree("student", out)
+    assert [p.stem for p in written] == SLUGS
+    mtimes = {p: p.stat().st_mtime_ns for p in written}
+    nbgen.write_book_tree("student", out)
+    assert {p: p.stat().st_mtime_ns for p in written} == mtimes
+    for name in nbgen.BOOK_FILES:
+        assert (out / name).is_file()
+
+
+def test_cli_reports_source_errors_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(nbgen, "BOOK_FILES", ("no-such-file.yml",))
+    assert nbgen.main(["student", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err.startswith("error: the book needs")
