@@ -1,0 +1,90 @@
+"""The sandboxed side: load one submission and answer the grader's requests.
+
+Runs as ``python -I worker.py`` after ``launcher.py`` has isolated the process. The
+protocol channel is the process's original stdin/stdout, moved to private descriptors;
+the submission's own prints go to ``stdout.txt`` in the working directory. Requests:
+
+``{"op": "load", "source": str, "filename": str}``
+    execute the submission as module ``submission``; answer the names it defines.
+``{"op": OPERATION, "args": [...], "kwargs": {...}}``
+    run an operation of ``ops.py`` on the submission's namespace; answer its result.
+
+Every answer is ``{"ok": True, "value": ...}`` or ``{"ok": False, "error": str,
+"kind": str}``. The grader trusts none of it beyond its shape: scores are computed in
+the grader from the returned arrays.
+"""
+
+import os
+import sys
+import traceback
+import types
+
+LIB = os.path.dirname(os.path.abspath(__file__))
+
+
+def _private_channel():
+    """Move the protocol off fds 0/1 and point 0/1/2 at harmless places."""
+    read_fd, write_fd = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    log = os.open("stdout.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
+    return os.fdopen(read_fd, "rb"), os.fdopen(write_fd, "wb")
+
+
+def _short_traceback(err: BaseException, filename: str) -> str:
+    """The exception with only the submission's frames (the grader's are noise)."""
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename == filename]
+    lines = traceback.format_list(frames[-5:])
+    lines += traceback.format_exception_only(type(err), err)
+    return "".join(lines).rstrip()[-4000:]
+
+
+def main():
+    sys.path.insert(0, LIB)
+    inbox, outbox = _private_channel()
+    import numpy as np  # noqa: F401  (imported before the submission can interfere)
+
+    import ops
+    import protocol
+
+    submission = types.ModuleType("submission")
+    filename = "<submission>"
+    sandbox = os.environ.get("BNGRADE_SANDBOX", "unknown")
+    while True:
+        try:
+            request = protocol.read_message(inbox)
+        except EOFError:
+            return
+        op = request.get("op") if isinstance(request, dict) else None
+        try:
+            if op == "load":
+                filename = request["filename"]
+                submission.__file__ = filename
+                sys.modules["submission"] = submission
+                code = compile(request["source"], filename, "exec")
+                exec(code, submission.__dict__)
+                names = sorted(k for k in submission.__dict__ if not k.startswith("_"))
+                value = {"names": names, "sandbox": sandbox,
+                         "problem": os.environ.get("BNGRADE_SANDBOX_PROBLEM", "")}
+            else:
+                function = ops.OPERATIONS[op]
+                value = ops.to_wire(function(submission.__dict__, *request.get("args", ()),
+                                             **request.get("kwargs", {})))
+            answer = {"ok": True, "value": value}
+        except SystemExit as err:
+            answer = {"ok": False, "kind": "SystemExit",
+                      "error": f"the submission called sys.exit({err.code!r})"}
+        except BaseException as err:  # noqa: BLE001 - every failure goes back as a message
+            answer = {"ok": False, "kind": type(err).__name__, "error": _short_traceback(err, filename)}
+        try:
+            protocol.write_message(outbox, answer)
+        except protocol.ProtocolError as err:
+            protocol.write_message(outbox, {"ok": False, "kind": "ProtocolError", "error": str(err)})
+
+
+if __name__ == "__main__":
+    main()
