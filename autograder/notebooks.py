@@ -297,7 +297,16 @@ class ClearThinkingSolutions:
         return nb
 
 
-PIPELINE = (CheckMetadata(), ExpandExercises(), ClearHiddenTests(), ClearThinkingSolutions())
+class StableCellIds:
+    """Number the cells: the same chapter always gives the same notebook, byte for byte."""
+
+    def __call__(self, nb, variant):
+        for index, cell in enumerate(nb.cells):
+            cell["id"] = f"cell-{index}"
+        return nb
+
+
+PIPELINE = (CheckMetadata(), ExpandExercises(), ClearHiddenTests(), ClearThinkingSolutions(), StableCellIds())
 
 
 def read_chapter(path: Path) -> nbformat.NotebookNode:

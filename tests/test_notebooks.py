@@ -90,7 +90,7 @@ def test_instructor_variant_is_the_reference(path):
         )
         for block in unmarked.split("\n\n\n"):
             assert block.strip() in module_source
-        cleared = ClearSolutions().preprocess_cell(cell, {}, 0)[0]
+        cleared = ClearSolutions().preprocess_cell(cell, {"language": "python"}, 0)[0]
         assert "raise NotImplementedError" in cleared.source
         for name in definitions:
             for line in distinctive_lines(definitions[name].solution_text):
