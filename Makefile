@@ -11,7 +11,6 @@ JB := $(VENV)/bin/jupyter-book
 JOBS ?= 2
 export PYTHONPATH := $(CURDIR)
 export PYTHONDONTWRITEBYTECODE := 1
-export MPLBACKEND := Agg
 
 # A virtual environment whose tools have gone missing is rebuilt, not trusted.
 ifneq ($(shell test -x $(PY) -a -x $(JB) -a -x $(VENV)/bin/pytest -a -f $(STAMP) && echo ok),ok)

@@ -96,17 +96,15 @@ class Sandbox:
 
     Parameters
     ----------
-    source : str
-        The submission's Python code.
-    filename : str
-        Its name in tracebacks (the student's file name).
+    cells : list of (name, source)
+        The submission's code, in order: one chunk for a ``.py`` file, one per code cell
+        for a notebook. ``name`` appears in tracebacks (``"cell 3"``, ``"ex.py"``).
     limits : Limits
     hide : list of paths
         Directories to hide from the worker besides the project (submissions, outputs).
     """
 
-    source: str
-    filename: str = "submission.py"
+    cells: list
     limits: Limits = field(default_factory=Limits)
     hide: list = field(default_factory=list)
 
@@ -124,6 +122,8 @@ class Sandbox:
         self.load_info: dict | None = None
         self.load_error: SubmissionError | None = None
         self.restarts = 0
+        self._current_cell: int | None = None
+        self.skipped: dict[int, str] = {}  # cells that never finished, and why
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -179,13 +179,21 @@ class Sandbox:
             close_fds=True,
         )
         self.restarts += 1
+        cells = [{"name": name, "source": source} for name, source in self.cells]
         try:
             info = self._exchange(
-                {"op": "load", "source": self.source, "filename": self.filename},
+                {"op": "load", "cells": cells, "skip": sorted(self.skipped)},
                 self.limits.load_timeout_s,
                 during="while running the submission's top-level code",
             )
         except SubmissionError as err:
+            running = self._current_cell
+            if (err.kind in ("timeout", "crash") and running is not None
+                    and 0 <= running < len(self.cells) and running not in self.skipped
+                    and len(self.skipped) < 3):
+                # That cell never finished: skip it and load the rest again.
+                self.skipped[running] = f"{self.cells[running][0]}: {err.message}; the cell was skipped"
+                return self._start()
             self.load_error = err
             self.kill()
             raise
@@ -223,10 +231,15 @@ class Sandbox:
 
     def _exchange(self, message: dict, timeout: float, during: str) -> object:
         process = self._process
+        self._current_cell = None
         try:
             process.stdin.write(protocol.encode(message))
             process.stdin.flush()
-            answer = protocol.read_message(_DeadlineReader(process.stdout.fileno(), time.monotonic() + timeout))
+            reader = _DeadlineReader(process.stdout.fileno(), time.monotonic() + timeout)
+            answer = protocol.read_message(reader)
+            while isinstance(answer, dict) and set(answer) == {"cell"} and type(answer["cell"]) is int:
+                self._current_cell = answer["cell"]  # progress through a notebook's cells
+                answer = protocol.read_message(reader)
         except TimeoutError:
             self.kill()
             raise SubmissionError(

@@ -4,8 +4,11 @@ Runs as ``python -I worker.py`` after ``launcher.py`` has isolated the process. 
 protocol channel is the process's original stdin/stdout, moved to private descriptors;
 the submission's own prints go to ``stdout.txt`` in the working directory. Requests:
 
-``{"op": "load", "source": str, "filename": str}``
-    execute the submission as module ``submission``; answer the names it defines.
+``{"op": "load", "cells": [{"source": str, "name": str}, ...], "skip": [int]}``
+    execute the cells in order as module ``submission``, each on its own (an error in
+    one cell is reported and the next cell still runs, as in a notebook); before each
+    cell send ``{"cell": i}`` so the grader knows which cell never finished; answer the
+    names defined and the errors of the cells.
 ``{"op": OPERATION, "args": [...], "kwargs": {...}}``
     run an operation of ``ops.py`` on the submission's namespace; answer its result.
 
@@ -35,12 +38,28 @@ def _private_channel():
     return os.fdopen(read_fd, "rb"), os.fdopen(write_fd, "wb")
 
 
-def _short_traceback(err: BaseException, filename: str) -> str:
+def _short_traceback(err: BaseException) -> str:
     """The exception with only the submission's frames (the grader's are noise)."""
-    frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename == filename]
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if not f.filename.startswith("/")]
     lines = traceback.format_list(frames[-5:])
     lines += traceback.format_exception_only(type(err), err)
     return "".join(lines).rstrip()[-4000:]
+
+
+def _run_cells(submission, cells, skip, outbox, protocol):
+    """Execute each cell in the module's namespace; return ``{index: error}`` of failed cells."""
+    errors = {}
+    for index, cell in enumerate(cells):
+        if index in skip:
+            continue
+        protocol.write_message(outbox, {"cell": index})
+        try:
+            exec(compile(cell["source"], cell["name"], "exec"), submission.__dict__)
+        except SystemExit as err:
+            errors[str(index)] = f"{cell['name']}: the code called sys.exit({err.code!r}); the rest of the cell was skipped"
+        except BaseException as err:  # noqa: BLE001
+            errors[str(index)] = _short_traceback(err)
+    return errors
 
 
 def main():
@@ -52,7 +71,6 @@ def main():
     import protocol
 
     submission = types.ModuleType("submission")
-    filename = "<submission>"
     sandbox = os.environ.get("BNGRADE_SANDBOX", "unknown")
     while True:
         try:
@@ -62,13 +80,11 @@ def main():
         op = request.get("op") if isinstance(request, dict) else None
         try:
             if op == "load":
-                filename = request["filename"]
-                submission.__file__ = filename
                 sys.modules["submission"] = submission
-                code = compile(request["source"], filename, "exec")
-                exec(code, submission.__dict__)
+                errors = _run_cells(submission, request["cells"], set(request.get("skip", ())),
+                                    outbox, protocol)
                 names = sorted(k for k in submission.__dict__ if not k.startswith("_"))
-                value = {"names": names, "sandbox": sandbox,
+                value = {"names": names, "errors": errors, "sandbox": sandbox,
                          "problem": os.environ.get("BNGRADE_SANDBOX_PROBLEM", "")}
             else:
                 function = ops.OPERATIONS[op]
@@ -78,8 +94,10 @@ def main():
         except SystemExit as err:
             answer = {"ok": False, "kind": "SystemExit",
                       "error": f"the submission called sys.exit({err.code!r})"}
+        except ops.MissingName as err:
+            answer = {"ok": False, "kind": "MissingName", "error": str(err)}
         except BaseException as err:  # noqa: BLE001 - every failure goes back as a message
-            answer = {"ok": False, "kind": type(err).__name__, "error": _short_traceback(err, filename)}
+            answer = {"ok": False, "kind": type(err).__name__, "error": _short_traceback(err)}
         try:
             protocol.write_message(outbox, answer)
         except protocol.ProtocolError as err:

@@ -1,0 +1,226 @@
+"""Command line of the grader (the contract of the course specification, section 5).
+
+    python -m autograder grade --assignment SLUG SUBMISSION [--format json|text] [--timeout S]
+    python -m autograder grade-all --assignment SLUG DIR --out OUTDIR [--jobs N]
+    python -m autograder check SUBMISSION [--assignment SLUG]
+
+Exit status 0 whenever grading completed, whatever the score; 2 when the grader could not
+run (unknown assignment, unreadable arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+from .runner import Report, assignments, grade
+from .sandbox import Limits
+
+
+class UsageError(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------- text
+
+def format_text(report: Report, public_only: bool = False) -> str:
+    """A readable report: one line per test, the feedback under each failure."""
+    lines = [f"{report.assignment}: {report.submission}"]
+    lines += [f"  ! {m}" for m in report.messages for m in [m.replace("\n", "\n    ")]]
+    width = max((len(t.name) for t in report.tests), default=10)
+    for exercise, (earned, possible) in report.by_exercise().items():
+        lines.append(f"\n{exercise}  [{earned:g}/{possible:g}]")
+        for test in (t for t in report.tests if t.exercise == exercise):
+            lines += _format_test(test, width)
+    kind = "public checks" if public_only else "score"
+    lines.append(f"\n{kind}: {report.score:g}/{report.max_score:g}  ({report.execution_time:.1f} s)")
+    return "\n".join(lines)
+
+
+def _format_test(test, width: int) -> list[str]:
+    mark = "PASS" if test.status == "passed" else "FAIL"
+    lines = [f"  {mark}  {test.name:<{width}}  {test.score:g}/{test.max_score:g}"]
+    if test.output:
+        lines += ["        " + line for line in test.output.splitlines()]
+    return lines
+
+
+def format_check_table(report: Report) -> str:
+    """The students' table: exercise, status, hint."""
+    rows = []
+    for exercise, (earned, possible) in report.by_exercise().items():
+        failed = [t for t in report.tests if t.exercise == exercise and t.status == "failed"]
+        hint = failed[0].output.splitlines()[0] if failed else ""
+        rows.append((exercise, "ok" if not failed else "FAILED", hint))
+    width = max([len(r[0]) for r in rows] + [8])
+    lines = [f"{'exercise':<{width}}  status  hint", f"{'-' * width}  ------  ----"]
+    lines += [f"{e:<{width}}  {s:<6}  {h}" for e, s, h in rows]
+    lines += [f"  ! {m.splitlines()[0]}" for m in report.messages]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- grade-all
+
+STUDENT_ID = re.compile(r"^[A-Za-z0-9_.@+-]+$")
+
+
+def find_submissions(directory: Path, slug: str) -> dict[str, Path]:
+    """``{student: file}`` from nbgrader's ``submitted/<student>/<slug>/*.ipynb`` or flat files."""
+    if not directory.is_dir():
+        raise UsageError(f"{directory} is not a directory")
+    found: dict[str, Path] = {}
+    root = directory / "submitted" if (directory / "submitted").is_dir() else directory
+    for entry in sorted(root.iterdir()):
+        if entry.is_dir():
+            folder = entry / slug
+            notebooks = sorted(folder.glob("*.ipynb")) if folder.is_dir() else []
+            if notebooks:
+                preferred = [n for n in notebooks if n.stem == slug]
+                found[entry.name] = (preferred or notebooks)[0]
+        elif entry.suffix in (".ipynb", ".py") and not entry.name.startswith("."):
+            found[entry.stem] = entry
+    return found
+
+
+def _grade_one(args):
+    slug, student, path, timeout, out = args
+    try:
+        report = grade(slug, path, limits=Limits(timeout_s=timeout), hide=[out])
+    except Exception as err:  # noqa: BLE001 - one student's failure must not stop the class
+        report = Report(assignment=slug, submission=str(path), messages=[f"grader error: {type(err).__name__}: {err}"])
+    return student, report
+
+
+def grade_all(slug: str, directory: Path, out: Path, jobs: int, timeout: float) -> list[tuple[str, Report]]:
+    submissions = find_submissions(directory, slug)
+    if not submissions:
+        raise UsageError(f"no submissions for {slug} in {directory} (expected submitted/<student>/{slug}/*.ipynb "
+                         f"or <student>.ipynb / <student>.py)")
+    out.mkdir(parents=True, exist_ok=True)
+    work = [(slug, s, p, timeout, out.resolve()) for s, p in submissions.items()]
+    results: dict[str, Report] = {}
+    progress = _progress(len(work))
+    if jobs <= 1:
+        for item in work:
+            student, report = _grade_one(item)
+            results[student] = report
+            progress(student)
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            for future in as_completed([pool.submit(_grade_one, item) for item in work]):
+                student, report = future.result()
+                results[student] = report
+                progress(student)
+    ordered = sorted(results.items())
+    write_outputs(slug, ordered, out)
+    return ordered
+
+
+def _progress(total: int):
+    try:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="student", file=sys.stderr, disable=not sys.stderr.isatty())
+    except ImportError:  # pragma: no cover
+        bar = None
+
+    def step(student):
+        if bar is not None:
+            bar.update(1)
+            if bar.n == total:
+                bar.close()
+
+    return step
+
+
+def write_outputs(slug: str, results: list[tuple[str, Report]], out: Path) -> None:
+    exercises: list[str] = []
+    for _, report in results:
+        for exercise in report.by_exercise():
+            if exercise not in exercises:
+                exercises.append(exercise)
+    with open(out / "grades.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["student", "assignment", "score", "max_score", *exercises])
+        for student, report in results:
+            per = report.by_exercise()
+            writer.writerow([student, slug, f"{report.score:g}", f"{report.max_score:g}",
+                             *(f"{per.get(e, (0, 0))[0]:g}" for e in exercises)])
+    for student, report in results:
+        folder = out / student
+        folder.mkdir(exist_ok=True)
+        (folder / "results.json").write_text(json.dumps(report.to_json(), indent=2))
+        (folder / "feedback.txt").write_text(format_text(report) + "\n")
+
+
+# ---------------------------------------------------------------------------- main
+
+def _guess_assignment(path: Path) -> str:
+    names = assignments()
+    for part in [path.stem, path.parent.name, *path.parts]:
+        for slug in names:
+            if slug in part:
+                return slug
+    raise UsageError(f"cannot tell which assignment {path.name} is; pass --assignment (one of {', '.join(names)})")
+
+
+def _check_assignment(slug: str) -> str:
+    if slug not in assignments():
+        raise UsageError(f"unknown assignment {slug!r}; known: {', '.join(assignments())}")
+    return slug
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m autograder", description="Grade Batch Normalization course exercises.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("grade", help="grade one submission")
+    p.add_argument("--assignment", required=True)
+    p.add_argument("submission", type=Path)
+    p.add_argument("--format", choices=("json", "text"), default="text")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per test call (default 10)")
+    p = sub.add_parser("grade-all", help="grade a class")
+    p.add_argument("--assignment", required=True)
+    p.add_argument("directory", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--timeout", type=float, default=10.0)
+    p = sub.add_parser("check", help="run the public checks on your notebook")
+    p.add_argument("submission", type=Path)
+    p.add_argument("--assignment")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "grade":
+            slug = _check_assignment(args.assignment)
+            if args.timeout <= 0:
+                raise UsageError("--timeout must be positive")
+            report = grade(slug, args.submission, limits=Limits(timeout_s=args.timeout))
+            print(json.dumps(report.to_json(), indent=2) if args.format == "json" else format_text(report))
+        elif args.command == "grade-all":
+            slug = _check_assignment(args.assignment)
+            if args.jobs < 1:
+                raise UsageError("--jobs must be at least 1")
+            start = time.monotonic()
+            results = grade_all(slug, args.directory, args.out, args.jobs, args.timeout)
+            mean = sum(r.score for _, r in results) / len(results)
+            print(f"graded {len(results)} submissions of {slug} in {time.monotonic() - start:.1f} s; "
+                  f"mean score {mean:.2f}/{results[0][1].max_score:g}; grades in {args.out / 'grades.csv'}")
+        elif args.command == "check":
+            slug = _check_assignment(args.assignment) if args.assignment else _guess_assignment(args.submission)
+            report = grade(slug, args.submission, public_only=True)
+            print(format_check_table(report))
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,115 @@
+"""Comparisons that explain: which mistake an output matches, or where and by how much it is off.
+
+Tests call :func:`check_array` (and friends) with the reference output and, optionally,
+the outputs of known mistakes computed on the same inputs. A failure raises
+:class:`Mismatch`, whose message is the student's feedback.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+
+class Mismatch(AssertionError):
+    """A wrong answer; the message says what is wrong, in a student's words."""
+
+
+def describe(value) -> str:
+    if isinstance(value, dict) and "__unsupported_type__" in value:
+        return f"an object of type {value['__unsupported_type__']}"
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape} and dtype {value.dtype}"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)} items"
+    return f"a {type(value).__name__} ({value!r:.60})"
+
+
+def as_array(value, name: str, expected_shape: tuple | None = None) -> np.ndarray:
+    """``value`` as a float array, or a Mismatch that says what came back instead."""
+    if isinstance(value, (bool, int, float)) and expected_shape in (None, ()):
+        return np.asarray(value, dtype=float)
+    if not isinstance(value, np.ndarray):
+        want = f"an array of shape {expected_shape}" if expected_shape is not None else "an array"
+        raise Mismatch(f"{name}: expected {want}, got {describe(value)}")
+    if value.dtype.kind not in "biuf":
+        raise Mismatch(f"{name}: expected real numbers, got dtype {value.dtype}")
+    return value
+
+
+def unpack(value, count: int, names: str):
+    """A returned tuple of ``count`` items, or a Mismatch naming what was expected."""
+    if not isinstance(value, (tuple, list)) or len(value) != count:
+        raise Mismatch(f"expected a tuple of {count} items ({names}), got {describe(value)}")
+    return value
+
+
+def _close(actual, expected, rtol, atol) -> bool:
+    return (
+        actual.shape == expected.shape
+        and bool(np.all(np.isfinite(actual) == np.isfinite(expected)))
+        and np.allclose(actual, expected, rtol=rtol, atol=atol, equal_nan=True)
+    )
+
+
+def check_array(
+    actual,
+    expected: np.ndarray,
+    name: str,
+    *,
+    rtol: float = 1e-6,
+    atol: float = 1e-8,
+    mistakes: Mapping[str, np.ndarray] | None = None,
+    context: str = "",
+) -> None:
+    """Pass if ``actual`` equals ``expected`` within tolerance; otherwise explain.
+
+    Parameters
+    ----------
+    actual : value returned by the submission
+    expected : ndarray, the reference output
+    name : what the value is, for messages ("out", "dx", "running_var")
+    mistakes : {message: output of that mistake on the same inputs}
+        Checked in order when the answer is wrong; the first match is reported.
+    context : str, the inputs in words ("x of shape (4, 3), float32")
+    """
+    expected = np.asarray(expected)
+    actual = as_array(actual, name, expected.shape)
+    where = f" (inputs: {context})" if context else ""
+    if actual.shape != expected.shape:
+        hint = ""
+        if actual.size == expected.size:
+            hint = " Same number of elements: a reshape or transpose is wrong."
+        elif actual.shape == expected.shape[::-1]:
+            hint = " It is transposed."
+        raise Mismatch(f"{name} has shape {actual.shape}, expected {expected.shape}{where}.{hint}")
+    if _close(actual, expected, rtol, atol):
+        return
+    for message, output in (mistakes or {}).items():
+        output = np.asarray(output)
+        if output.shape == expected.shape and _close(actual, output, rtol, atol) and not _close(output, expected, rtol, atol):
+            raise Mismatch(f"{name} is wrong{where}. {message}")
+    if not np.all(np.isfinite(actual)) and np.all(np.isfinite(expected)):
+        bad = np.argwhere(~np.isfinite(actual))[0]
+        raise Mismatch(f"{name} contains {actual[tuple(bad)]} at index {tuple(int(i) for i in bad)}{where}, where the "
+                       f"reference is finite: a division by zero, or eps missing?")
+    error = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+    index = tuple(int(i) for i in np.unravel_index(np.nanargmax(error), error.shape))
+    scale = np.abs(expected).max() if expected.size else 1.0
+    relative = float(error[index] / max(scale, 1e-300))
+    raise Mismatch(
+        f"{name} is wrong{where}: the largest difference is at index {index}, "
+        f"{actual[index]:.6g} instead of {expected[index]:.6g} "
+        f"(relative error {relative:.2e} of the largest reference value; tolerance rtol={rtol:g})."
+    )
+
+
+def check_unchanged(before, after, name: str) -> None:
+    """An input must not be modified by the function."""
+    after = as_array(after, name, np.shape(before))
+    if after.shape != np.shape(before) or not np.array_equal(after, before, equal_nan=True):
+        raise Mismatch(
+            f"your function modified its input {name} in place; work on a copy "
+            f"(e.g. x = x - mean, not x -= mean)."
+        )
