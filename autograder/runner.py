@@ -9,6 +9,7 @@ talks to the submission through the ``student`` fixture and compares in this pro
 from __future__ import annotations
 
 import io
+import re
 import sys
 import time
 from contextlib import redirect_stderr, redirect_stdout
@@ -91,28 +92,79 @@ class Student:
         return answer["result"], answer["inputs_after"]
 
 
-class _Collector:
-    """A pytest plugin: provides the ``student`` fixture and records every test's result."""
+class LocalStudent(Student):
+    """The same handle on code that runs in this process (a student's own notebook kernel).
 
-    def __init__(self, student: Student):
-        self._student = student
-        self.results: list[TestResult] = []
+    Used by the checks inside notebooks, and by nbgrader's autograde, which executes the
+    student's notebook itself. Values go through the wire format anyway, so the tests see
+    exactly the types they see from the sandbox.
+    """
+
+    def __init__(self, namespace: dict):
+        super().__init__(None)
+        self._namespace = namespace
+
+    def op(self, op: str, *args, timeout: float | None = None, **kwargs):
+        from . import ops, protocol
+
+        try:
+            value = ops.to_wire(ops.OPERATIONS[op](self._namespace, *args, **kwargs))
+        except ops.MissingName as err:
+            raise SubmissionError("missing", str(err)) from None
+        except Exception as err:  # noqa: BLE001 - reported like the sandbox reports it
+            raise SubmissionError("exception", f"{type(err).__name__}: {err}") from None
+        return protocol.read_message(io.BytesIO(protocol.encode(value)))
+
+
+class _Collector:
+    """A pytest plugin: the ``student`` fixture, one parameter per submission, and results.
+
+    ``student`` is session-scoped and parametrized by submission, so pytest collects the
+    suite once and runs it for each submission in turn; a submission's sandbox starts
+    when its first test needs it and closes before the next submission's starts.
+    """
+
+    def __init__(self, entries: dict, exercise: str | None = None):
+        self._entries = entries
+        self._exercise = exercise
+        self.results: dict[str, list[TestResult]] = {key: [] for key in entries}
+
+    def pytest_collection_modifyitems(self, config, items):
+        if self._exercise is None:
+            return
+        keep, drop = [], []
+        for item in items:
+            marker = item.get_closest_marker("exercise")
+            (keep if marker and marker.args[0] == self._exercise else drop).append(item)
+        items[:] = keep
+        config.hook.pytest_deselected(items=drop)
+
+    def pytest_generate_tests(self, metafunc):
+        if "student" in metafunc.fixturenames:
+            keys = list(self._entries)
+            metafunc.parametrize("student", keys, ids=[f"SUBMISSION{i}" for i in range(len(keys))],
+                                 indirect=True, scope="session")
 
     @pytest.fixture(scope="session")
-    def student(self):
-        return self._student
+    def student(self, request):
+        entry = self._entries[request.param]
+        try:
+            yield entry.open()
+        finally:
+            entry.close()
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item, call):
         outcome = yield
         report = outcome.get_result()
         if report.when == "call" or (report.when == "setup" and report.failed):
+            key = item.callspec.params["student"]
             exercise = item.get_closest_marker("exercise")
             points = item.get_closest_marker("points")
             max_score = float(points.args[0]) if points else 1.0
             passed = report.passed
-            self.results.append(TestResult(
-                name=item.name,
+            self.results[key].append(TestResult(
+                name=re.sub(r"\[SUBMISSION\d+\]|-SUBMISSION\d+(?=[-\]])|(?<=\[)SUBMISSION\d+-", "", item.name),
                 exercise=exercise.args[0] if exercise else "?",
                 score=max_score if passed else 0.0,
                 max_score=max_score,
@@ -133,64 +185,125 @@ def _explain(excinfo) -> str:
     return f"your output could not be checked ({type(error).__name__}: {error})"
 
 
-def run_suite(slug: str, student: Student, public_only: bool = False) -> list[TestResult]:
+class _Entry:
+    """One submission being graded: its report, and its sandbox while its tests run."""
+
+    def __init__(self, slug: str, path: Path, limits: Limits, hide: list):
+        self.path, self.limits, self.hide = Path(path), limits, hide
+        self.report = Report(assignment=slug, submission=str(path))
+        self.sandbox: Sandbox | None = None
+        self.started = 0.0
+
+    def open(self) -> Student:
+        self.started = time.monotonic()
+        report = self.report
+        try:
+            submission = read_submission(self.path)
+        except SubmissionReadError as err:
+            report.messages.append(str(err))
+            return Student(None, str(err))
+        report.messages += submission.notes
+        hidden = [self.path.resolve().parent, *self.hide]
+        self.sandbox = Sandbox(submission.cells, limits=self.limits, hide=hidden)
+        try:
+            info = self.sandbox.loaded()
+        except SubmissionError as err:
+            report.messages += list(self.sandbox.skipped.values())
+            report.messages.append(f"your code could not be run: {err.message}")
+            return Student(None, f"your code could not be run: {err.message}")
+        report.sandbox = info.get("sandbox", "")
+        if report.sandbox == "degraded":
+            report.messages.append("note: the sandbox ran without isolation: " + info.get("problem", ""))
+        report.messages += list(self.sandbox.skipped.values())
+        for _, error in sorted(info.get("errors", {}).items(), key=lambda kv: int(kv[0])):
+            report.messages.append(f"error while running your code:\n{error}")
+        return Student(self.sandbox)
+
+    def close(self) -> None:
+        if self.sandbox is not None:
+            self.sandbox.close()
+            self.sandbox = None
+        if self.started and not self.report.execution_time:
+            self.report.execution_time = round(time.monotonic() - self.started, 3)
+
+
+PYTEST_ARGS = (
+    "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "-p", "no:xdist", "-p", "no:unraisableexception",
+    "-p", "no:threadexception", "-p", "no:faulthandler", "-p", "no:warnings", "-p", "no:legacypath",
+    "--import-mode=importlib", "-c", str(SUITES / "pytest.ini"), "--rootdir", str(SUITES),
+)
+
+
+def run_suite(slug: str, entries: dict, public_only: bool = False,
+              exercise: str | None = None) -> dict[str, list[TestResult]]:
+    """Run the suite of ``slug`` (or its tests of one ``exercise``) once for every entry."""
     directory = SUITES / slug
     files = [directory / "test_public.py"] + ([] if public_only else [directory / "test_hidden.py"])
-    collector = _Collector(student)
+    collector = _Collector(entries, exercise)
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    args = [
-        "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "-p", "no:xdist", "--import-mode=importlib",
-        "-c", str(SUITES / "pytest.ini"), "--rootdir", str(SUITES),
-        *[str(f) for f in files if f.is_file()],
-    ]
     log = io.StringIO()
     with redirect_stdout(log), redirect_stderr(log):
-        code = pytest.main(args, plugins=[collector])
-    if code not in (0, 1) or not collector.results:
+        code = pytest.main([*PYTEST_ARGS, *[str(f) for f in files if f.is_file()]], plugins=[collector])
+    if code not in (0, 1, 5) or not all(collector.results.values()):
         raise RuntimeError(f"the test suite of {slug} could not run (pytest exit {int(code)}):\n{log.getvalue()[-3000:]}")
     return collector.results
 
 
-def grade(
+class _PointsCounter:
+    """A pytest plugin that sums the points of the collected tests per exercise."""
+
+    def __init__(self):
+        self.points: dict[str, float] = {}
+
+    def pytest_collection_modifyitems(self, items):
+        for item in items:
+            exercise = item.get_closest_marker("exercise")
+            points = item.get_closest_marker("points")
+            name = exercise.args[0] if exercise else "?"
+            self.points[name] = self.points.get(name, 0.0) + (float(points.args[0]) if points else 1.0)
+
+
+def suite_points(slug: str, public_only: bool = False) -> dict[str, float]:
+    """``{exercise: points}`` of the suite of ``slug``, as the grader counts them."""
+    directory = SUITES / slug
+    files = [directory / "test_public.py"] + ([] if public_only else [directory / "test_hidden.py"])
+    counter = _PointsCounter()
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+        pytest.main([*PYTEST_ARGS, "--collect-only", *[str(f) for f in files if f.is_file()]],
+                     plugins=[counter, _Collector({"count": None})])
+    return counter.points
+
+
+def grade_many(
     slug: str,
-    path: Path | str,
+    paths: dict[str, Path | str],
     limits: Limits | None = None,
     public_only: bool = False,
     hide: list | None = None,
-) -> Report:
-    """Grade the submission at ``path`` against assignment ``slug``."""
+) -> dict[str, Report]:
+    """Grade several submissions of assignment ``slug`` in one pytest session."""
     if slug not in assignments():
         raise ValueError(f"unknown assignment {slug!r}; known: {', '.join(assignments())}")
-    start = time.monotonic()
-    report = Report(assignment=slug, submission=str(path))
-    sandbox = None
+    entries = {key: _Entry(slug, path, limits or Limits(), list(hide or [])) for key, path in paths.items()}
     try:
-        submission = read_submission(path)
-        report.messages += submission.notes
-        hidden = [Path(path).resolve().parent, *(hide or [])]
-        sandbox = Sandbox(submission.cells, limits=limits or Limits(), hide=hidden)
-        student = Student(sandbox)
-        try:
-            info = sandbox.loaded()
-            report.sandbox = info.get("sandbox", "")
-            if info.get("sandbox") == "degraded":
-                report.messages.append("note: the sandbox ran without isolation: " + info.get("problem", ""))
-            for index, error in sorted(info.get("errors", {}).items(), key=lambda kv: int(kv[0])):
-                report.messages.append(f"error while running your code:\n{error}")
-        except SubmissionError as err:
-            student = Student(None, f"your code could not be run: {err.message}")
-            report.messages.append(f"your code could not be run: {err.message}")
-        report.messages += list(sandbox.skipped.values())
-    except SubmissionReadError as err:
-        student = Student(None, str(err))
-        report.messages.append(str(err))
-    try:
-        report.tests = run_suite(slug, student, public_only=public_only)
+        results = run_suite(slug, entries, public_only=public_only)
     finally:
-        if sandbox is not None:
-            sandbox.close()
-    report.score = sum(t.score for t in report.tests)
-    report.max_score = sum(t.max_score for t in report.tests)
-    report.execution_time = round(time.monotonic() - start, 3)
-    return report
+        for entry in entries.values():
+            entry.close()
+    reports = {}
+    for key, entry in entries.items():
+        report = entry.report
+        report.tests = results[key]
+        report.score = sum(t.score for t in report.tests)
+        report.max_score = sum(t.max_score for t in report.tests)
+        reports[key] = report
+    return reports
+
+
+def grade(slug: str, path: Path | str, limits: Limits | None = None, public_only: bool = False,
+          hide: list | None = None) -> Report:
+    """Grade the submission at ``path`` against assignment ``slug``."""
+    return grade_many(slug, {"submission": path}, limits, public_only, hide)["submission"]

@@ -252,3 +252,31 @@ def test_cli_reports_source_errors_in_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(nbgen, "BOOK_FILES", ("no-such-file.yml",))
     assert nbgen.main(["student", str(tmp_path / "out")]) == 1
     assert capsys.readouterr().err.startswith("error: the book needs")
+
+
+CHECK_CELL = (
+    'from autograder.inline import check\n'
+    'check("{slug}", "{name}")\n'
+    '### BEGIN HIDDEN TESTS\n'
+    'from autograder.inline import grade\n'
+    'grade("{slug}", "{name}")\n'
+    '### END HIDDEN TESTS'
+)
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=SLUGS)
+def test_check_cells_run_the_suite_with_its_points(path):
+    """Graded cells call the grader's suite, and promise nbgrader the suite's points."""
+    from autograder.runner import suite_points
+
+    points = suite_points(path.stem)
+    nb = nbgen.read_chapter(path)
+    graded = [c for c in nb.cells if nbgen.nbgrader_meta(c).get("grade")]
+    assert graded, f"{path.name} has no graded cells"
+    for cell in graded:
+        meta = nbgen.nbgrader_meta(cell)
+        name = meta["grade_id"].removeprefix("check_")
+        assert cell.source.strip() == CHECK_CELL.format(slug=path.stem, name=name), (
+            f"{path.name}: graded cell {meta['grade_id']} must be exactly the check/grade call (CONTRIBUTING.md)")
+        assert meta["points"] == points[name], (
+            f"{path.name}: {meta['grade_id']} promises {meta['points']} points, the suite counts {points[name]}")

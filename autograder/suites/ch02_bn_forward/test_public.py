@@ -1,4 +1,8 @@
-"""Public checks of chapter 2: properties and PyTorch as the oracle (no reference needed)."""
+"""Public checks of chapter 2: properties and PyTorch as the oracle (no reference needed).
+
+The same checks run in the released notebook (``autograder.inline.check``), from the
+command line (``python -m autograder check``) and as part of the graded suite.
+"""
 
 import numpy as np
 import pytest
@@ -6,61 +10,167 @@ import torch
 import torch.nn.functional as F
 
 from autograder.feedback import Mismatch, check_array, check_unchanged, unpack
+from autograder.sandbox import SubmissionError
+
+torch.set_num_threads(1)
+EPS = 1e-5
 
 
-def torch_bn(x, gamma, beta, eps=1e-5):
-    return F.batch_norm(torch.tensor(x), None, None, torch.tensor(gamma), torch.tensor(beta),
-                        training=True, eps=eps).numpy()
+def torch_bn_train(x, gamma, beta, eps=EPS):
+    return F.batch_norm(torch.from_numpy(x), None, None, torch.from_numpy(gamma),
+                        torch.from_numpy(beta), training=True, eps=eps).numpy()
+
+
+@pytest.mark.exercise("batchnorm_forward")
+@pytest.mark.points(2)
+@pytest.mark.parametrize("N, D", [(4, 5), (64, 3)])
+def test_batchnorm_forward_against_pytorch(student, N, D):
+    rng = np.random.default_rng(2024 + N)
+    x = rng.normal(loc=10.0, scale=3.0, size=(N, D))
+    x[:, -1] = 7.0 + 1e-3 * rng.standard_normal(N)       # a nearly constant feature
+    gamma, beta = rng.uniform(0.5, 2.0, size=D), rng.normal(size=D)
+    result, after = student.call_checked("batchnorm_forward", x, gamma, beta, eps=EPS)
+    out, cache = unpack(result, 2, "out, cache")
+    for name, before, value in zip(("x", "gamma", "beta"), (x, gamma, beta), after):
+        check_unchanged(before, value, name)
+    mu, var = x.mean(axis=0), x.var(axis=0)
+    mu_row, var_row = x.mean(axis=1, keepdims=True), x.var(axis=1, keepdims=True)
+    mistakes = {
+        "Its std is sqrt((N-1)/N) too small: did you normalize with the unbiased variance (ddof=1)? "
+        "BN normalizes with the biased variance (divide by N).":
+            gamma * (x - mu) / np.sqrt(x.var(axis=0, ddof=1) + EPS) + beta,
+        "You divided by std + eps: eps belongs INSIDE the square root, sqrt(var + eps).":
+            gamma * (x - mu) / (np.sqrt(var) + EPS) + beta,
+        "You forgot eps: divide by sqrt(var + eps), not by sqrt(var).":
+            gamma * (x - mu) / np.sqrt(var) + beta,
+        "You forgot the scale and shift: out = gamma * x_hat + beta.": (x - mu) / np.sqrt(var + EPS),
+        "gamma and beta are swapped: out = gamma * x_hat + beta.": beta * (x - mu) / np.sqrt(var + EPS) + gamma,
+        "You normalized each row (axis=1, over the features of one example); BN takes its statistics "
+        "over the batch, axis=0.": gamma * (x - mu_row) / np.sqrt(var_row + EPS) + beta,
+    }
+    check_array(out, torch_bn_train(x, gamma, beta), "out (compared with torch.nn.functional.batch_norm)",
+                rtol=1e-7, atol=1e-9, mistakes=mistakes, context=f"x of shape {x.shape}")
+    if not isinstance(cache, dict):
+        raise Mismatch(f"cache must be a dict, got {type(cache).__name__}")
+    for key in ("x", "x_hat", "mean", "var", "gamma", "eps"):
+        if key not in cache:
+            raise Mismatch(f"cache is missing the key {key!r} (the backward pass of chapter 3 needs it)")
+    check_array(cache["mean"], mu, "cache['mean'] (the per-feature batch mean, shape (D,))", rtol=1e-10)
+    check_array(cache["var"], var, "cache['var'] (the BIASED per-feature batch variance, shape (D,))", rtol=1e-8,
+                mistakes={"It is the unbiased variance; the cache holds the biased one.": x.var(axis=0, ddof=1)})
+    x_hat = np.asarray(cache["x_hat"])
+    check_array(x_hat.mean(axis=0), np.zeros(D), "the column means of cache['x_hat'] (must be 0)", atol=1e-9)
+    check_array(x_hat.var(axis=0), var / (var + EPS), "the column variances of cache['x_hat'] (must be var / (var + eps))",
+                rtol=1e-8)
 
 
 @pytest.mark.exercise("batchnorm_forward")
 @pytest.mark.points(1)
-def test_batchnorm_forward_public(student, rng):
-    x = rng.standard_normal((10, 4)) * [1.0, 5.0, 0.001, 2.0] + [0.0, 3.0, 1.0, -2.0]
-    gamma, beta = np.array([1.0, 2.0, 0.5, 1.5]), np.array([0.0, -1.0, 0.5, 2.0])
-    result, after = student.call_checked("batchnorm_forward", x, gamma, beta)
-    out, cache = unpack(result, 2, "out, cache")
-    check_array(out, torch_bn(x, gamma, beta), "out (compared with torch.nn.functional.batch_norm)", rtol=1e-6, atol=1e-8)
-    for name, before, value in zip(("x", "gamma", "beta"), (x, gamma, beta), after):
-        check_unchanged(before, value, name)
-    if not isinstance(cache, dict) or not {"x", "x_hat", "mean", "var", "gamma", "eps"} <= set(cache):
-        raise Mismatch("cache must be a dict with at least the keys x, x_hat, mean, var, gamma, eps")
-    x_hat = np.asarray(cache["x_hat"])
-    check_array(x_hat.mean(axis=0), np.zeros(4), "the per-feature mean of cache['x_hat']", atol=1e-8)
+def test_batchnorm_forward_rejects_one_example(student):
+    try:
+        student.call("batchnorm_forward", np.ones((1, 3)), np.ones(3), np.zeros(3))
+    except SubmissionError as err:
+        if "ValueError" in err.message:
+            return
+        raise Mismatch(f"a batch of one example (N=1) must raise ValueError; it raised {err.message.splitlines()[-1]}")
+    raise Mismatch("a batch of one example (N=1) must raise ValueError: x - mean would be 0 and the output "
+                   "would be beta, whatever the input.")
 
 
 @pytest.mark.exercise("update_running_stats")
-@pytest.mark.points(1)
-def test_update_running_stats_public(student, rng):
-    """Ten steps of nn.BatchNorm1d's buffers, from zeros and ones."""
-    bn = torch.nn.BatchNorm1d(3, dtype=torch.float64)
-    mean, var = np.zeros(3), np.ones(3)
-    for _ in range(10):
-        x = rng.standard_normal((6, 3)) * [1.0, 2.0, 0.5] + [0.0, 3.0, -1.0]
-        bn(torch.tensor(x))
-        mean, var = unpack(student.call("update_running_stats", mean, var, x), 2, "new_mean, new_var")
-    check_array(mean, bn.running_mean.numpy(), "running_mean after 10 steps (compared with nn.BatchNorm1d)", rtol=1e-7)
-    check_array(var, bn.running_var.numpy(), "running_var after 10 steps (compared with nn.BatchNorm1d)", rtol=1e-7)
+@pytest.mark.points(2)
+@pytest.mark.parametrize("momentum, N", [(0.1, 5), (0.3, 2), (0.1, 64)])
+def test_update_running_stats_against_pytorch(student, momentum, N):
+    rng = np.random.default_rng(7 + N)
+    D = 3
+    torch_bn = torch.nn.BatchNorm1d(D, momentum=momentum).double()       # training mode
+    run_mean, run_var = np.zeros(D), np.ones(D)                          # PyTorch's initial values
+    for step in range(4):
+        xb = rng.normal(loc=[1.0, -2.0, 5.0], scale=[0.5, 2.0, 3.0], size=(N, D))
+        with torch.no_grad():
+            torch_bn(torch.from_numpy(xb))
+        result, after = student.call_checked("update_running_stats", run_mean, run_var, xb, momentum=momentum)
+        new_mean, new_var = unpack(result, 2, "new_mean, new_var")
+        for name, before, value in zip(("running_mean", "running_var", "x"), (run_mean, run_var, xb), after):
+            check_unchanged(before, value, name)
+        context = f"step {step + 1}, momentum={momentum}, x of shape {xb.shape}"
+        check_array(new_mean, torch_bn.running_mean.numpy(), "new_mean (compared with nn.BatchNorm1d)", rtol=1e-9,
+                    context=context, mistakes={
+                        "momentum is reversed: PyTorch's momentum weights the NEW batch statistic, new = (1 - momentum) "
+                        "* old + momentum * batch_mean (CS231n uses the opposite convention).":
+                            momentum * run_mean + (1 - momentum) * xb.mean(axis=0)})
+        check_array(new_var, torch_bn.running_var.numpy(), "new_var (compared with nn.BatchNorm1d)", rtol=1e-9,
+                    context=context, mistakes={
+                        "momentum is reversed in the variance update: new = (1 - momentum) * old + momentum * batch_var.":
+                            momentum * run_var + (1 - momentum) * xb.var(axis=0, ddof=1),
+                        "running_var is N/(N-1) too small: PyTorch stores the UNBIASED batch variance (ddof=1) in "
+                        "running_var, although it normalizes with the biased one.":
+                            (1 - momentum) * run_var + momentum * xb.var(axis=0)})
+        run_mean, run_var = torch_bn.running_mean.numpy().copy(), torch_bn.running_var.numpy().copy()
 
 
 @pytest.mark.exercise("batchnorm_inference")
-@pytest.mark.points(1)
-def test_batchnorm_inference_public(student, rng):
-    x = rng.standard_normal((5, 3))
-    gamma, beta = np.array([1.0, 2.0, 0.5]), np.array([0.1, 0.0, -0.3])
-    running_mean, running_var = np.array([0.5, -1.0, 0.0]), np.array([2.0, 0.5, 1e-6])
-    out = student.call("batchnorm_inference", x, gamma, beta, running_mean, running_var)
-    expected = F.batch_norm(torch.tensor(x), torch.tensor(running_mean), torch.tensor(running_var),
-                            torch.tensor(gamma), torch.tensor(beta), training=False).numpy()
-    check_array(out, expected, "out (compared with F.batch_norm in evaluation mode)", rtol=1e-7)
-    one = student.call("batchnorm_inference", x[:1], gamma, beta, running_mean, running_var)
-    check_array(one, expected[:1], "out for a batch of one example (evaluation mode must not use batch statistics)", rtol=1e-7)
+@pytest.mark.points(2)
+def test_batchnorm_inference_against_pytorch(student):
+    rng = np.random.default_rng(11)
+    N, D = 6, 4
+    x = rng.normal(loc=5.0, scale=4.0, size=(N, D))       # test data: NOT distributed like the running stats
+    gamma, beta = rng.uniform(0.5, 2.0, D), rng.normal(size=D)
+    run_mean = rng.normal(size=D)
+    run_var = np.array([0.5, 2.0, 3.0, 1e-6])              # the last feature is nearly constant
+    args = (x, gamma, beta, run_mean, run_var)
+    out, after = student.call_checked("batchnorm_inference", *args, eps=EPS)
+    for name, before, value in zip(("x", "gamma", "beta", "running_mean", "running_var"), args, after):
+        check_unchanged(before, value, name)
+    ref = F.batch_norm(*(torch.from_numpy(a) for a in (x, run_mean, run_var, gamma, beta)), training=False, eps=EPS).numpy()
+    mistakes = {
+        "You used the statistics of the batch x: in evaluation mode BN must use running_mean and running_var, "
+        "otherwise a prediction depends on the other examples in the batch.":
+            gamma * (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + EPS) + beta,
+        "You divided by sqrt(running_var) + eps: eps belongs inside the square root.":
+            gamma * (x - run_mean) / (np.sqrt(run_var) + EPS) + beta,
+        "You forgot eps: divide by sqrt(running_var + eps).": gamma * (x - run_mean) / np.sqrt(run_var) + beta,
+        "You divided by the variance instead of the standard deviation: use sqrt(running_var + eps).":
+            gamma * (x - run_mean) / (run_var + EPS) + beta,
+        "You forgot the scale and shift: out = gamma * x_hat + beta.": (x - run_mean) / np.sqrt(run_var + EPS),
+    }
+    check_array(out, ref, "out (compared with F.batch_norm in evaluation mode)", rtol=1e-7, atol=1e-9, mistakes=mistakes)
+    single = student.call("batchnorm_inference", x[2:3], gamma, beta, run_mean, run_var, eps=EPS)
+    check_array(single, ref[2:3], "the output for a batch of one example (in evaluation mode each example's output "
+                "must not depend on the rest of the batch)", rtol=1e-7, atol=1e-9)
 
 
 @pytest.mark.exercise("spatial_batchnorm_forward")
-@pytest.mark.points(1)
-def test_spatial_batchnorm_forward_public(student, rng):
-    x = rng.standard_normal((3, 4, 5, 2)) * 2 + 1
-    gamma, beta = np.array([1.0, 2.0, 0.5, 1.0]), np.array([0.0, 1.0, -1.0, 0.5])
-    out, _ = unpack(student.call("spatial_batchnorm_forward", x, gamma, beta), 2, "out, cache")
-    check_array(out, torch_bn(x, gamma, beta), "out (compared with torch.nn.functional.batch_norm on NCHW)", rtol=1e-6)
+@pytest.mark.points(2)
+def test_spatial_batchnorm_forward_against_pytorch(student):
+    rng = np.random.default_rng(3)
+    N, C, H, W = 3, 4, 5, 6
+    x = (np.array([-5.0, 0.0, 5.0, 20.0]).reshape(1, C, 1, 1)
+         + np.array([0.5, 1.0, 2.0, 4.0]).reshape(1, C, 1, 1) * rng.standard_normal((N, C, H, W)))
+    gamma, beta = rng.uniform(0.5, 2.0, C), rng.normal(size=C)
+    result, after = student.call_checked("spatial_batchnorm_forward", x, gamma, beta, eps=EPS)
+    out, cache = unpack(result, 2, "out, cache")
+    for name, before, value in zip(("x", "gamma", "beta"), (x, gamma, beta), after):
+        check_unchanged(before, value, name)
+    ref = torch_bn_train(x, gamma, beta)
+    g4, b4 = gamma.reshape(1, C, 1, 1), beta.reshape(1, C, 1, 1)
+    flat = x.reshape(-1, C)
+    mistakes = {
+        "You reshaped NCHW to (-1, C) without moving C to the last axis first: the columns of that matrix mix "
+        "channels and positions. Transpose to (N, H, W, C) before reshaping (and back after).":
+            (gamma * (flat - flat.mean(0)) / np.sqrt(flat.var(0) + EPS) + beta).reshape(N, C, H, W),
+        "You took statistics over the batch axis only (one mean per channel AND position): average over N, H and W.":
+            g4 * (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + EPS) + b4,
+        "You took statistics over H and W for each example separately (that is instance normalization): BN also "
+        "averages over the batch axis N.":
+            g4 * (x - x.mean(axis=(2, 3), keepdims=True)) / np.sqrt(x.var(axis=(2, 3), keepdims=True) + EPS) + b4,
+        "Its std is sqrt((m-1)/m) too small: normalize with the biased variance over the N*H*W values.":
+            g4 * (x - x.mean(axis=(0, 2, 3), keepdims=True))
+            / np.sqrt(x.var(axis=(0, 2, 3), ddof=1, keepdims=True) + EPS) + b4,
+    }
+    check_array(out, ref, "out (compared with torch.nn.BatchNorm2d in training mode)", rtol=1e-7, atol=1e-9,
+                mistakes=mistakes, context=f"x of shape {x.shape}")
+    if not isinstance(cache, dict) or not {"mean", "var"} <= set(cache):
+        raise Mismatch("cache must be a dict with at least the keys mean and var")
+    check_array(cache["mean"], x.mean(axis=(0, 2, 3)), "cache['mean'] (per-channel means over N, H, W)", rtol=1e-10)
+    check_array(cache["var"], x.var(axis=(0, 2, 3)), "cache['var'] (per-channel biased variances over N, H, W)", rtol=1e-8)
