@@ -17,13 +17,16 @@ ifneq ($(shell test -x $(PY) -a -x $(JB) -a -x $(VENV)/bin/pytest -a -f $(STAMP)
 .PHONY: $(STAMP)
 endif
 
-.PHONY: help venv data book instructor-book test test-fast clean
+.PHONY: help venv data book instructor-book release grade test test-fast bench clean
 
 help:
 	@echo "make book             build the student website into _build/html"
 	@echo "make instructor-book  build the website with solutions into _build/instructor/_build/html"
 	@echo "make test             build the student website, then run every test"
 	@echo "make test-fast        run the tests that need no built website"
+	@echo "make release          nbgrader source and release notebooks in course/ (make release SLUGS=ch02_bn_forward)"
+	@echo "make grade ASSIGNMENT=ch02_bn_forward SUBMISSIONS=dir   grade a class into _build/grades/ASSIGNMENT"
+	@echo "make bench            time grade-all and nbgrader autograde on a generated class"
 	@echo "make data             find Fashion-MNIST, or download and verify it"
 	@echo "make clean            remove _build (keeps .venv and data)"
 
@@ -49,6 +52,17 @@ instructor-book: $(STAMP) data
 	$(JB) build _build/src/instructor --path-output _build/instructor -W -n --keep-going
 	@echo "Instructor website: _build/instructor/_build/html/index.html"
 
+release: $(STAMP)
+	$(PY) -m autograder.release $(SLUGS)
+
+grade: $(STAMP)
+	@test -n "$(ASSIGNMENT)" -a -n "$(SUBMISSIONS)" || { echo "usage: make grade ASSIGNMENT=<slug> SUBMISSIONS=<dir> [JOBS=2]"; exit 2; }
+	$(PY) -m autograder grade-all --assignment $(ASSIGNMENT) $(SUBMISSIONS) --out _build/grades/$(ASSIGNMENT) --jobs $(JOBS)
+	@echo "grades: _build/grades/$(ASSIGNMENT)/grades.csv; feedback: _build/grades/$(ASSIGNMENT)/<student>/feedback.txt"
+
+bench: $(STAMP)
+	$(PY) bench/grading.py --jobs $(JOBS)
+
 test: book
 	$(PY) -m pytest -n $(JOBS)
 
@@ -56,4 +70,4 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) -m "not site"
 
 clean:
-	rm -rf _build
+	rm -rf _build course

@@ -1,0 +1,88 @@
+"""Make the nbgrader course: source notebooks from the chapters, then the student release.
+
+    python -m autograder.release [SLUG ...]
+
+For each chapter (default: every chapter that has a grader suite): writes the instructor
+variant to ``course/source/SLUG/SLUG.ipynb`` (full solutions between nbgrader markers,
+hidden tests in the graded cells, points from the grader's suite) and runs ``nbgrader
+generate_assignment SLUG``, which writes ``course/release/SLUG/SLUG.ipynb`` with stubs and
+public checks only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+
+from . import notebooks as nbgen
+from .runner import assignments, suite_points
+
+ROOT = nbgen.ROOT
+COURSE = ROOT / "course"
+
+
+def source_notebook(slug: str) -> nbformat.NotebookNode:
+    """The nbgrader source notebook of ``slug``; graded cells carry the suite's points."""
+    nb = nbgen.generate(ROOT / "chapters" / f"{slug}.md", "instructor")
+    points = suite_points(slug)
+    for cell in nb.cells:
+        meta = nbgen.nbgrader_meta(cell)
+        if meta.get("grade"):
+            name = meta["grade_id"].removeprefix("check_")
+            if name not in points:
+                raise nbgen.SourceError(f"{slug}: graded cell {meta['grade_id']} has no tests in the suite")
+            meta["points"] = points[name]
+    return nb
+
+
+def nbgrader(*args: str, course: Path = COURSE, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run an nbgrader command on the course directory ``course``, with the project on PYTHONPATH."""
+    bin_dir = str(Path(sys.executable).parent)  # nbgrader calls `alembic` from PATH
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""))
+    overrides = []
+    if Path(course).resolve() != COURSE.resolve():
+        overrides = [f"--CourseDirectory.root={course}", f"--CourseDirectory.db_url=sqlite:///{course}/gradebook.db"]
+    return subprocess.run([sys.executable, "-m", "nbgrader", *args, *overrides], cwd=cwd, env=env,
+                          capture_output=True, text=True)
+
+
+def release(slugs: list[str], course: Path = COURSE) -> list[Path]:
+    released = []
+    for slug in slugs:
+        target = course / "source" / slug / f"{slug}.ipynb"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(source_notebook(slug), target)
+        result = nbgrader("generate_assignment", slug, "--force", course=course)
+        if result.returncode != 0:
+            raise RuntimeError(f"nbgrader generate_assignment {slug} failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+        released.append(course / "release" / slug / f"{slug}.ipynb")
+    return released
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m autograder.release", description=__doc__.split("\n")[0])
+    parser.add_argument("slugs", nargs="*", help="chapters to release (default: all with a grader suite)")
+    args = parser.parse_args(argv)
+    available = [s for s in assignments() if (ROOT / "chapters" / f"{s}.md").is_file()]
+    slugs = args.slugs or available
+    unknown = [s for s in slugs if s not in available]
+    if unknown:
+        print(f"error: no chapter with a grader suite named {', '.join(unknown)}; known: {', '.join(available)}",
+              file=sys.stderr)
+        return 2
+    try:
+        for path in release(slugs):
+            print(f"released {path.relative_to(ROOT)}")
+    except (RuntimeError, nbgen.SourceError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
