@@ -12,11 +12,14 @@ only (no third-party import happens before the isolation is in place). In order:
    ``expose`` (the interpreter and the virtual environment) is bound back, read-only.
    The reference solutions and the hidden tests are then not in the worker's file system
    at all.
-3. *Privileges.* As root: drop to the sandbox's own uid/gid (one per submission, so that
+3. *Processes.* A new PID namespace: the worker is its process 1, so when it dies (or
+   the launcher, its parent, is killed) every process it started dies with it, also
+   ones that left its session or process group.
+4. *Privileges.* As root: drop to the sandbox's own uid/gid (one per submission, so that
    submissions cannot signal one another), no supplementary groups, no new privileges.
-4. *Limits.* Address space, processes, file size, open files, CPU time, no core files;
+5. *Limits.* Address space, processes, file size, open files, CPU time, no core files;
    a new session (so that the grader can kill the whole group); killed with its parent.
-5. ``exec`` the interpreter in isolated mode (``-I``) on ``worker.py``.
+6. ``exec`` the interpreter in isolated mode (``-I``) on ``worker.py``.
 """
 
 import ctypes
@@ -28,6 +31,7 @@ import signal
 import sys
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWPID = 0x20000000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
@@ -42,6 +46,7 @@ MS_REC = 16384
 MS_PRIVATE = 1 << 18
 PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_CHILD_SUBREAPER = 36
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
@@ -135,6 +140,36 @@ def set_limits(limits):
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an oversized write fails instead of killing
 
 
+def wait_and_mirror(child):
+    """In the launcher: wait for the worker and end the same way (exit status or signal).
+
+    SIGTERM from the grader kills the worker. The launcher is a child subreaper: when the
+    worker (process 1 of its namespace) dies, the kernel kills everything else in the
+    namespace and hands those processes to the launcher, which reaps them all before it
+    exits, so nothing is left behind, not even a zombie.
+    """
+    for fd in (0, 1):
+        os.close(fd)  # only the worker talks to the grader
+    signal.signal(signal.SIGTERM, lambda *_: os.kill(child, signal.SIGKILL))
+    while True:
+        try:
+            _, status = os.waitpid(child, 0)
+            break
+        except InterruptedError:
+            continue
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+    if os.WIFSIGNALED(status):
+        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+        os.kill(os.getpid(), os.WTERMSIG(status))
+    os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
+
+
 def main():
     config = json.loads(sys.argv[1])
     mode = "degraded"
@@ -148,11 +183,20 @@ def main():
             print(f"sandbox: isolation failed as root ({err})", file=sys.stderr)
             sys.exit(70)
         mode = "degraded"
+    launcher = os.getpid()
+    if mode != "degraded":
+        _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        unshare(CLONE_NEWPID)
+        child = os.fork()
+        if child:
+            wait_and_mirror(child)
     if os.geteuid() == 0:
         os.chown(config["workdir"], config["uid"], config["gid"])
         drop_privileges(config["uid"], config["gid"])
     os.chdir(config["workdir"])
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if mode != "degraded" and os.getppid() == 0 and not os.path.exists(f"/proc/{launcher}"):
+        os._exit(1)  # the launcher died before the death signal was armed
     _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     os.setsid()
     set_limits(config["limits"])

@@ -204,15 +204,12 @@ class Sandbox:
         process, self._process = self._process, None
         if process is None:
             return
+        process.terminate()  # the launcher kills the worker's namespace and reaps it
         try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
             process.kill()
-        except ProcessLookupError:
-            pass
-        process.wait()
+            process.wait()
         for stream in (process.stdin, process.stdout, process.stderr):
             if stream:
                 stream.close()
