@@ -1,0 +1,236 @@
+"""Grading the grader of chapter 1: correct submissions get full marks, each common mistake
+costs points on its own exercise only and is named in the feedback."""
+
+import textwrap
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from autograder.runner import grade
+
+SLUG = "ch01_normalization"
+ROOT = Path(__file__).resolve().parents[1]
+REF = (ROOT / "solutions" / f"{SLUG}.py").read_text()
+EXERCISES = ["standardize", "apply_standardization", "condition_number", "gd_least_squares"]
+
+
+def patch(old, new, source=REF):
+    """The reference with one exact line replaced (the replacement must happen once)."""
+    assert source.count(old) == 1, f"not found exactly once in the reference: {old!r}"
+    return source.replace(old, new)
+
+
+def override(code):
+    """The reference followed by a new definition that replaces one of its functions."""
+    return REF + "\n\n" + textwrap.dedent(code)
+
+
+# A correct submission written differently: other names, other structure, lists, SVD-free.
+ALTERNATIVE = textwrap.dedent('''
+    import numpy as np
+
+
+    def standardize(X, eps=1e-8):
+        mu = np.mean(X, axis=0)
+        centered = X - mu[np.newaxis, :]
+        sigma2 = np.mean(centered ** 2, axis=0)
+        return centered / np.sqrt(sigma2 + eps), mu, sigma2
+
+
+    def apply_standardization(X, mean, var, eps=1e-8):
+        scale = 1.0 / np.sqrt(var + eps)
+        return (X - mean) * scale
+
+
+    def condition_number(X):
+        lam = np.linalg.eigvalsh(X.T @ X)  # the factor 1/N cancels in the ratio
+        if lam.min() <= 0:
+            return np.inf
+        return lam.max() / lam.min()
+
+
+    def gd_least_squares(X, y, lr, steps, w0=None):
+        n = len(y)
+        w = np.zeros(X.shape[1]) if w0 is None else np.array(w0, dtype=float)
+        losses = []
+        for step in range(steps):
+            r = X.dot(w) - y
+            losses.append(0.5 * np.mean(r ** 2))
+            w = w - lr * X.T.dot(r) / n
+        losses.append(0.5 * np.mean((X.dot(w) - y) ** 2))
+        return w, losses
+''')
+
+
+def notebook(source):
+    """The alternative as a notebook: one cell per function, a magic, and a failing graded cell."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells.append(nbformat.v4.new_markdown_cell("# Chapter 1 exercises"))
+    nb.cells.append(nbformat.v4.new_code_cell("%matplotlib inline\nimport numpy as np"))
+    for chunk in source.split("\n\n\ndef ")[1:]:
+        nb.cells.append(nbformat.v4.new_code_cell("def " + chunk.strip()))
+    graded = nbformat.v4.new_code_cell("assert False, 'a test cell of the released notebook'")
+    graded.metadata["nbgrader"] = {"grade": True, "solution": False, "grade_id": "check", "points": 1,
+                                   "locked": True, "schema_version": 3}
+    nb.cells.append(graded)
+    return nbformat.writes(nb)
+
+
+CORRECT = {
+    "reference.py": REF,
+    "alternative.py": ALTERNATIVE,
+    "alternative.ipynb": notebook(ALTERNATIVE),
+    # X.T @ X without / N has the same condition number: not a mistake.
+    "gram_without_n.py": patch("H = X.T @ X / X.shape[0]", "H = X.T @ X"),
+}
+
+# name: (source, exercise that must lose points, a phrase the feedback must contain)
+BUGGY = {
+    "std_ddof1": (
+        patch("var = (Xc * Xc).mean(axis=0, dtype=np.float64).astype(dtype)  # biased: divide by N",
+              "var = X.var(axis=0, ddof=1).astype(dtype)"),
+        "standardize", "unbiased variance (ddof=1"),
+    "std_eps_outside": (
+        patch("Z = Xc / np.sqrt(var + eps)", "Z = Xc / (np.sqrt(var) + eps)"),
+        "standardize", "eps outside the square root"),
+    "std_rows": (
+        override('''
+            def standardize(X, eps=1e-8):
+                mean = X.mean(axis=1, keepdims=True)
+                var = X.var(axis=1, keepdims=True)
+                return (X - mean) / np.sqrt(var + eps), mean.ravel(), var.ravel()
+        '''),
+        "standardize", "wrong axis"),
+    "std_minmax": (
+        patch("Z = Xc / np.sqrt(var + eps)", "Z = (X - X.min(axis=0)) / (X.max(axis=0) - X.min(axis=0))"),
+        "standardize", "min-max scaling"),
+    "std_inplace": (
+        patch("Xc = X - mean", "X -= mean\n    Xc = X"),
+        "standardize", "modified its input X in place"),
+    "apply_test_stats": (
+        patch("return (X - mean) / np.sqrt(var + float(eps))",
+              "return (X - X.mean(axis=0)) / np.sqrt(X.var(axis=0) + float(eps))"),
+        "apply_standardization", "own mean and variance"),
+    "apply_eps_outside": (
+        patch("return (X - mean) / np.sqrt(var + float(eps))", "return (X - mean) / (np.sqrt(var) + float(eps))"),
+        "apply_standardization", "eps outside the square root"),
+    "cond_singular_values": (
+        patch("eigenvalues = np.linalg.eigvalsh(H)  # ascending order",
+              "eigenvalues = np.linalg.svd(X, compute_uv=False)[::-1]"),
+        "condition_number", "singular values of X"),
+    "cond_inverted": (
+        patch("return float(eigenvalues[-1] / eigenvalues[0])", "return float(eigenvalues[0] / eigenvalues[-1])"),
+        "condition_number", "lambda_min / lambda_max"),
+    "cond_covariance": (
+        patch("H = X.T @ X / X.shape[0]", "H = np.cov(X, rowvar=False)"),
+        "condition_number", "covariance matrix"),
+    "cond_x_xt": (
+        patch("H = X.T @ X / X.shape[0]", "H = X @ X.T / X.shape[0]"),
+        "condition_number", "N x N matrix X @ X.T"),
+    "gd_grad_without_n": (
+        patch("grad = X.T @ residual / N", "grad = X.T @ residual"),
+        "gd_least_squares", "without the 1/N"),
+    "gd_steps_losses": (
+        override('''
+            def gd_least_squares(X, y, lr, steps, w0=None):
+                w = np.zeros(X.shape[1]) if w0 is None else np.array(w0, dtype=float)
+                losses = []
+                for _ in range(steps):
+                    r = X @ w - y
+                    losses.append(r @ r / (2 * len(y)))
+                    w = w - lr * X.T @ r / len(y)
+                return w, np.array(losses)
+        '''),
+        "gd_least_squares", "steps + 1 entries"),
+    "gd_loss_without_half": (
+        patch("losses[t] = residual @ residual / (2 * N)", "losses[t] = residual @ residual / N"),
+        "gd_least_squares", "without the factor 1/2"),
+    "gd_w0_in_place": (
+        override('''
+            def gd_least_squares(X, y, lr, steps, w0=None):
+                w = np.zeros(X.shape[1]) if w0 is None else w0
+                losses = []
+                for t in range(steps + 1):
+                    r = X @ w - y
+                    losses.append(r @ r / (2 * len(y)))
+                    if t < steps:
+                        w -= lr * X.T @ r / len(y)
+                return w, np.array(losses)
+        '''),
+        "gd_least_squares", "modified its input w0 in place"),
+    "gd_one_step_too_many": (
+        override('''
+            def gd_least_squares(X, y, lr, steps, w0=None):
+                w = np.zeros(X.shape[1]) if w0 is None else np.array(w0, dtype=float)
+                losses = []
+                for _ in range(steps + 1):
+                    r = X @ w - y
+                    losses.append(r @ r / (2 * len(y)))
+                    w = w - lr * X.T @ r / len(y)
+                return w, np.array(losses)
+        '''),
+        "gd_least_squares", "after steps + 1 updates"),
+}
+
+MISSING = "condition_number"
+
+
+def _without(source, name):
+    start = source.index(f"def {name}(")
+    end = source.index("\ndef ", start + 1)
+    return source[:start] + source[end:]
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("submissions")
+    sources = dict(CORRECT)
+    sources.update({f"{name}.py": source for name, (source, _, _) in BUGGY.items()})
+    sources["missing.py"] = _without(REF, MISSING)
+    out = {}
+    for name, source in sources.items():
+        path = folder / name
+        path.write_text(source)
+        out[name] = grade(SLUG, path)
+    return out
+
+
+def failures(report, exercise):
+    return "\n".join(t.output for t in report.tests if t.exercise == exercise and t.status == "failed")
+
+
+@pytest.mark.parametrize("name", list(CORRECT))
+def test_correct_submissions_get_full_marks(reports, name):
+    report = reports[name]
+    failed = [(t.name, t.output) for t in report.tests if t.status != "passed"]
+    assert report.score == report.max_score and not failed, failed
+    assert set(report.by_exercise()) == set(EXERCISES)
+    assert 10 <= min(total for _, total in report.by_exercise().values())
+    assert max(total for _, total in report.by_exercise().values()) <= 25
+
+
+@pytest.mark.parametrize("name", list(BUGGY))
+def test_each_mistake_is_caught_and_named(reports, name):
+    _, exercise, phrase = BUGGY[name]
+    report = reports[f"{name}.py"]
+    scores = report.by_exercise()
+    assert report.score < report.max_score
+    assert scores[exercise][0] < scores[exercise][1]
+    for other, (score, total) in scores.items():
+        if other != exercise:
+            assert score == total, (other, [t.output for t in report.tests if t.exercise == other and t.status == "failed"])
+    text = failures(report, exercise)
+    assert phrase in text, text
+
+
+def test_missing_exercise_scores_zero_on_that_exercise_only(reports):
+    report = reports["missing.py"]
+    for exercise, (score, total) in report.by_exercise().items():
+        assert score == (0 if exercise == MISSING else total), exercise
+    assert f"does not define {MISSING!r}" in failures(report, MISSING)
+
+
+def test_public_tests_need_no_reference():
+    public = (ROOT / "autograder" / "suites" / SLUG / "test_public.py").read_text()
+    assert "solutions" not in public and "mistakes" not in public
