@@ -71,15 +71,16 @@ def run_numerical_gradient(student, rng, function, shape, h):
     x = rng.standard_normal(shape)
     dout = rng.standard_normal(np.shape(_FUNCTIONS[function](x)))
     kwargs = {} if h is None else {"h": h}
-    answer = student.op("basic.numerical_gradient", "numerical_gradient", function, x, dout, **kwargs)
     f = _FUNCTIONS[function]
     expected = ref.numerical_gradient(f, x, dout, **kwargs)
+    mistakes = M.numerical_gradient_mistakes(f, x, dout, h or 1e-5)
+    answer = student.op("basic.numerical_gradient", "numerical_gradient", function, x, dout.copy(), **kwargs)
     context = f"f = {function}, x of shape {shape}" + ("" if h is None else f", h = {h:g}")
     after = answer["x_after"]
     # x restored by arithmetic (x[i] += h ... x[i] -= h) may differ by rounding: accepted.
     if not (isinstance(after, np.ndarray) and after.shape == x.shape and np.allclose(after, x, rtol=1e-14, atol=0)):
         raise Mismatch(M.MSG["x_changed"] + f" (inputs: {context})")
-    check_array(answer["dx"], expected, "dx", mistakes=M.numerical_gradient_mistakes(f, x, dout, h or 1e-5),
+    check_array(answer["dx"], expected, "dx", mistakes=mistakes,
                 context=context, rtol=1e-7, atol=1e-8 * max(1.0, np.abs(expected).max()))
 
 
