@@ -91,28 +91,31 @@ def enter_namespaces():
     return "userns"
 
 
-def hide_and_expose(cover, expose, staging):
-    """Cover each path of ``cover`` with an empty tmpfs; bind ``expose`` back read-only."""
+def hide_and_expose(cover, expose, workdir, owner, workdir_mb):
+    """Cover each path of ``cover`` with an empty tmpfs; bind ``expose`` back read-only.
+
+    Each exposed directory is held open (``O_PATH``) before the covers go on, then bound
+    back from that handle. The working directory is a fresh tmpfs of ``workdir_mb`` owned
+    by ``owner``: nothing the submission writes reaches the host's disks.
+    """
     mount(None, "/", None, MS_REC | MS_PRIVATE)
-    mount("bngrade-stage", staging, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700")
-    staged = []
-    for i, path in enumerate(expose):
-        if not os.path.exists(path):
-            continue
-        slot = os.path.join(staging, str(i))
-        os.mkdir(slot)
-        mount(path, slot, None, MS_BIND | MS_REC)
-        staged.append((path, slot))
+    handles = [(path, os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+               for path in expose if os.path.isdir(path)]
     for path in sorted(set(cover), key=len):
         if os.path.isdir(path):
             mount("bngrade-cover", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=64k")
-    for path, slot in staged:
+    for path, handle in handles:
         os.makedirs(path, exist_ok=True)
-        mount(slot, path, None, MS_MOVE)
+        mount(f"/proc/self/fd/{handle}", path, None, MS_BIND | MS_REC)
+        os.close(handle)
         try:
             mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_REC)
         except OSError:
             pass  # read-only is defence in depth; the files are not writable by the sandbox uid anyway
+    os.makedirs(workdir, exist_ok=True)
+    uid, gid = owner
+    mount("bngrade-work", workdir, "tmpfs", MS_NOSUID | MS_NODEV,
+          f"mode=0700,size={workdir_mb}m,uid={uid},gid={gid}")
 
 
 def drop_privileges(uid, gid):
@@ -176,7 +179,9 @@ def main():
     problem = ""
     try:
         mode = enter_namespaces()
-        hide_and_expose(config["cover"], config["expose"], config["staging"])
+        owner = (config["uid"], config["gid"]) if os.geteuid() == 0 else (os.geteuid(), os.getegid())
+        hide_and_expose(config["cover"], config["expose"], config["workdir"], owner,
+                        config["limits"]["workdir_mb"])
     except OSError as err:
         problem = str(err)
         if mode == "root":  # as root, isolation must work: refuse to run unisolated
@@ -191,7 +196,6 @@ def main():
         if child:
             wait_and_mirror(child)
     if os.geteuid() == 0:
-        os.chown(config["workdir"], config["uid"], config["gid"])
         drop_privileges(config["uid"], config["gid"])
     os.chdir(config["workdir"])
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import re
+import types
 import sys
 import time
 from contextlib import redirect_stderr, redirect_stdout
@@ -116,6 +117,23 @@ class LocalStudent(Student):
         return protocol.read_message(io.BytesIO(protocol.encode(value)))
 
 
+_ENTRIES = pytest.StashKey[dict]()
+
+
+@pytest.fixture(scope="session", name="student")
+def _student_fixture(request):
+    """The submission under test (one parameter per submission of the session)."""
+    entry = request.config.stash[_ENTRIES][request.param]
+    try:
+        yield entry.open()
+    finally:
+        entry.close()
+
+
+_FIXTURES = types.ModuleType("autograder.runner_fixtures")  # a plugin module that holds the fixture
+_FIXTURES.student = _student_fixture
+
+
 class _Collector:
     """A pytest plugin: the ``student`` fixture, one parameter per submission, and results.
 
@@ -128,6 +146,7 @@ class _Collector:
         self._entries = entries
         self._exercise = exercise
         self.results: dict[str, list[TestResult]] = {key: [] for key in entries}
+
 
     def pytest_collection_modifyitems(self, config, items):
         if self._exercise is None:
@@ -145,13 +164,8 @@ class _Collector:
             metafunc.parametrize("student", keys, ids=[f"SUBMISSION{i}" for i in range(len(keys))],
                                  indirect=True, scope="session")
 
-    @pytest.fixture(scope="session")
-    def student(self, request):
-        entry = self._entries[request.param]
-        try:
-            yield entry.open()
-        finally:
-            entry.close()
+    def pytest_configure(self, config):
+        config.stash[_ENTRIES] = self._entries
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item, call):
@@ -244,7 +258,7 @@ def run_suite(slug: str, entries: dict, public_only: bool = False,
         sys.path.insert(0, str(ROOT))
     log = io.StringIO()
     with redirect_stdout(log), redirect_stderr(log):
-        code = pytest.main([*PYTEST_ARGS, *[str(f) for f in files if f.is_file()]], plugins=[collector])
+        code = pytest.main([*PYTEST_ARGS, *[str(f) for f in files if f.is_file()]], plugins=[collector, _FIXTURES])
     if code not in (0, 1, 5) or not all(collector.results.values()):
         raise RuntimeError(f"the test suite of {slug} could not run (pytest exit {int(code)}):\n{log.getvalue()[-3000:]}")
     return collector.results
@@ -273,7 +287,7 @@ def suite_points(slug: str, public_only: bool = False) -> dict[str, float]:
         sys.path.insert(0, str(ROOT))
     with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
         pytest.main([*PYTEST_ARGS, "--collect-only", *[str(f) for f in files if f.is_file()]],
-                     plugins=[counter, _Collector({"count": None})])
+                     plugins=[counter, _Collector({"count": None}), _FIXTURES])
     return counter.points
 
 

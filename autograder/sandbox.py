@@ -45,6 +45,7 @@ class Limits:
     memory_mb: int = 3072          # address space
     processes: int = 64            # processes and threads of the sandbox's uid
     file_mb: int = 16              # largest file the submission may write
+    workdir_mb: int = 64           # its private working directory (a tmpfs)
     cpu_s: int = 600               # CPU seconds for the worker's whole life
 
 
@@ -127,20 +128,18 @@ class Sandbox:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def _config(self, workdir: Path, staging: Path) -> dict:
+    def _config(self, workdir: Path) -> dict:
         python = Path(sys.executable)
         venv = Path(sys.prefix)
         base = Path(os.path.realpath(sys.base_prefix))
         expose = [str(venv), str(base), str(self._lib)]
-        cover = [str(ROOT), *map(str, self.hide)]
+        cover = [str(ROOT), *map(str, self.hide), "/tmp", "/var/tmp", "/dev/shm"]
         for path in (venv, base):
             cover += _inaccessible_ancestors(path)
-        cover = [c for c in cover if not str(self._tmp).startswith(c + os.sep)]
         return {
             "python": str(python),
             "worker": str(self._lib / "worker.py"),
             "workdir": str(workdir),
-            "staging": str(staging),
             "uid": self.uid,
             "gid": self.uid,
             "cover": cover,
@@ -149,6 +148,7 @@ class Sandbox:
                 "memory_mb": self.limits.memory_mb,
                 "processes": self.limits.processes,
                 "file_mb": self.limits.file_mb,
+                "workdir_mb": self.limits.workdir_mb,
                 "cpu_s": self.limits.cpu_s,
             },
             "env": {
@@ -165,11 +165,8 @@ class Sandbox:
         }
 
     def _start(self) -> None:
-        workdir = self._tmp / f"work{self.restarts}"
-        staging = self._tmp / f"stage{self.restarts}"
-        workdir.mkdir(mode=0o700)
-        staging.mkdir(mode=0o700)
-        config = self._config(workdir, staging)
+        workdir = self._tmp / f"work{self.restarts}"  # a private tmpfs, made by the launcher
+        config = self._config(workdir)
         self._process = subprocess.Popen(
             [sys.executable, "-I", "-B", str(self._lib / "launcher.py"), json.dumps(config)],
             stdin=subprocess.PIPE,

@@ -1,0 +1,281 @@
+"""Hostile and broken submissions: each costs only the affected tests, with a clear message.
+
+Every hostile submission below is the chapter 2 reference with one exercise (or the
+top level) replaced by an attack. The attacked exercise must lose its points with a
+message that says what happened; the other exercises must keep full marks; a correct
+submission graded in the same session must be unaffected; nothing may outlive grading.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+
+from autograder import protocol
+from autograder.runner import grade_many
+from autograder.sandbox import Limits, Sandbox, SubmissionError
+
+ROOT = Path(__file__).resolve().parents[1]
+SLUG = "ch02_bn_forward"
+REFERENCE = (ROOT / "solutions" / f"{SLUG}.py").read_text()
+EXERCISES = ("batchnorm_forward", "update_running_stats", "batchnorm_inference", "spatial_batchnorm_forward")
+ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="privilege separation needs root")
+
+
+def replacing(name: str, body: str) -> str:
+    """The reference with exercise ``name`` redefined by ``body`` (appended: the last def wins)."""
+    return REFERENCE + f"\n\ndef {name}(*args, **kwargs):\n" + "".join(f"    {line}\n" for line in body.splitlines())
+
+
+HOSTILE = {
+    # name: (source, attacked exercise or None, phrase expected in its feedback)
+    "loop_swallowing": (replacing("batchnorm_inference", "while True:\n    try:\n        pass\n    except BaseException:\n        pass"),
+                        "batchnorm_inference", "infinite loop"),
+    "sys_exit_in_call": (replacing("update_running_stats", "import sys\nsys.exit(0)"), "update_running_stats", "sys.exit"),
+    "os_exit_in_call": (replacing("spatial_batchnorm_forward", "import os\nos._exit(3)"), "spatial_batchnorm_forward",
+                        "process ended"),
+    "kills_itself": (replacing("batchnorm_inference", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n"
+                                                      "os.kill(os.getppid(), signal.SIGKILL)\nraise SystemExit"),
+                     "batchnorm_inference", ""),
+    "kills_parent_and_all": (replacing("update_running_stats", "import os, signal\nfor pid in (os.getppid(), -1):\n"
+                                                                "    try:\n        os.kill(pid, signal.SIGKILL)\n"
+                                                                "    except OSError:\n        pass\nreturn None"),
+                             "update_running_stats", ""),
+    "fork_bomb": (replacing("batchnorm_inference", "import os\nwhile True:\n    try:\n        os.fork()\n"
+                                                   "    except OSError:\n        pass"), "batchnorm_inference", "infinite loop"),
+    "memory_bomb": (replacing("spatial_batchnorm_forward", "blocks = []\nwhile True:\n    blocks.append(bytearray(1 << 28))"),
+                    "spatial_batchnorm_forward", "MemoryError|no answer within"),
+    "forged_array": (REFERENCE + "\n\nimport numpy as np\nclass Always(np.ndarray):\n    def __eq__(self, other):\n"
+                     "        return True\n    def __array_eq__(self, other):\n        return True\n"
+                     "def batchnorm_inference(x, *args, **kwargs):\n    return np.zeros_like(x).view(Always)\n",
+                     "batchnorm_inference", "is wrong"),
+    "prints_passed": (REFERENCE + "\n\nimport sys\ndef batchnorm_inference(*args, **kwargs):\n"
+                      "    print('PASSED 100/100 all tests passed')\n    sys.stdout.flush()\n"
+                      "    import os\n    os.write(1, b'{\"ok\": true, \"value\": 1.0}')\n    return 'passed'\n",
+                      "batchnorm_inference", "expected an array"),
+    "wrong_types": (replacing("update_running_stats", "return 'mean', 'var'"), "update_running_stats", "expected an array"),
+    "wrong_shape": (replacing("batchnorm_inference", "import numpy as np\nreturn np.zeros((2, 2))"), "batchnorm_inference",
+                    "has shape"),
+}
+
+TOP_LEVEL = {
+    # attacks at import: the rest of the file must still be graded where it ran
+    "monkeypatch": (REFERENCE + "\n\nimport numpy as np\nnp.allclose = lambda *a, **k: True\n"
+                    "np.testing.assert_allclose = lambda *a, **k: None\nnp.array_equal = lambda *a, **k: True\n", None),
+    "reads_reference": ("try:\n    SOURCE = open(%r).read()\nexcept OSError as err:\n    SOURCE = str(err)\n"
+                        "try:\n    import solutions.ch02_bn_forward as s\n    batchnorm_forward = s.batchnorm_forward\n"
+                        "except ImportError:\n    pass\n" % str(ROOT / "solutions" / f"{SLUG}.py"), "all"),
+    "writes_files": ("import os\nfor path in (%r, %r, '/tmp/grades.csv'):\n    try:\n        open(path, 'a').write('x')\n"
+                     "    except OSError:\n        pass\n" % (str(ROOT / "solutions" / f"{SLUG}.py"),
+                                                            str(ROOT / "autograder" / "runner.py")) + REFERENCE, None),
+}
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("hostile")
+    paths = {}
+    for name, (source, *_rest) in {**HOSTILE, **TOP_LEVEL}.items():
+        paths[name] = folder / f"{name}.py"
+        paths[name].write_text(source)
+    paths["correct"] = folder / "correct.py"
+    paths["correct"].write_text(REFERENCE)
+    before = {p: p.stat().st_mtime_ns for p in (ROOT / "solutions").glob("*.py")}
+    start = time.monotonic()
+    reports = grade_many(SLUG, paths, limits=Limits(timeout_s=3, load_timeout_s=10))
+    elapsed = time.monotonic() - start
+    after = {p: p.stat().st_mtime_ns for p in (ROOT / "solutions").glob("*.py")}
+    return reports, elapsed, before == after
+
+
+def exercise_scores(report):
+    return {e: earned / possible for e, (earned, possible) in report.by_exercise().items()}
+
+
+def test_correct_submission_is_unaffected(graded):
+    reports, _, _ = graded
+    assert reports["correct"].score == reports["correct"].max_score > 0
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_attack_costs_only_the_attacked_exercise(graded, name):
+    reports, _, _ = graded
+    _, attacked, phrase = HOSTILE[name]
+    report = reports[name]
+    scores = exercise_scores(report)
+    assert scores[attacked] < 0.5, f"{name}: the attacked exercise kept {scores[attacked]:.0%} of its points"
+    for exercise in EXERCISES:
+        if exercise != attacked:
+            assert scores[exercise] == 1.0, f"{name}: {exercise} lost points ({report.tests})"
+    failed = [t for t in report.tests if t.exercise == attacked and t.status == "failed"]
+    assert failed and all(t.output for t in failed)
+    assert any(re.search(phrase, t.output) for t in failed), f"{name}: no failure mentions {phrase!r}: {failed[0].output}"
+
+
+def test_monkeypatching_numpy_changes_nothing(graded):
+    reports, _, _ = graded
+    assert reports["monkeypatch"].score == reports["monkeypatch"].max_score
+
+
+def test_reference_cannot_be_read_or_imported(graded):
+    reports, _, _ = graded
+    assert reports["reads_reference"].score == 0
+    assert any("batchnorm_forward" in t.output and "does not define" in t.output for t in reports["reads_reference"].tests)
+
+
+def test_grader_files_cannot_be_written(graded):
+    reports, _, unchanged = graded
+    assert unchanged, "a submission modified the reference solutions"
+    assert reports["writes_files"].score == reports["writes_files"].max_score
+    assert not Path("/tmp/grades.csv").exists() or "x" not in Path("/tmp/grades.csv").read_text()[-1:]
+
+
+def test_hostile_class_is_graded_in_bounded_time(graded):
+    _, elapsed, _ = graded
+    assert elapsed < 240, f"grading the hostile class took {elapsed:.0f} s"
+
+
+# --------------------------------------------------------------------------- files
+
+
+def grade_file(tmp_path, name, content, mode="w"):
+    path = tmp_path / name
+    if mode == "wb":
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    return grade_many(SLUG, {"s": path})["s"]
+
+
+def test_syntax_error_is_reported_with_its_line(tmp_path):
+    report = grade_file(tmp_path, "syntax.py", REFERENCE + "\ndef broken(:\n    pass\n")
+    assert report.score == 0
+    assert any("SyntaxError" in m and "line" in m for m in report.messages)
+
+
+def test_notebook_cells_run_independently(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(REFERENCE), nbformat.v4.new_code_cell("def broken(:\n    pass"),
+                nbformat.v4.new_code_cell("%timeit 1 + 1\n!ls /\nx = 1"), nbformat.v4.new_code_cell("while True:\n    pass")]
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    report = grade_many(SLUG, {"s": path}, limits=Limits(timeout_s=3, load_timeout_s=5))["s"]
+    assert report.score == report.max_score
+    assert any("cell 2" in m and "SyntaxError" in m for m in report.messages)
+    assert any("cell 4" in m and "skipped" in m for m in report.messages)
+
+
+def test_non_utf8_source(tmp_path):
+    report = grade_file(tmp_path, "latin.py", "x = 'caf\xe9'\n".encode("latin-1"), mode="wb")
+    assert report.score == 0 and any("not UTF-8" in m and "line 1" in m for m in report.messages)
+
+
+@pytest.mark.parametrize("content, phrase", [
+    ("", "is empty"),
+    ('{"cells": [', "not a valid notebook"),
+    ('{"nbformat": 4}', "not a Jupyter notebook"),
+])
+def test_corrupt_or_empty_notebook(tmp_path, content, phrase):
+    report = grade_file(tmp_path, "bad.ipynb", content)
+    assert report.score == 0 and any(phrase in m for m in report.messages)
+    assert {t.exercise for t in report.tests} == set(EXERCISES)
+
+
+def test_missing_exercise_scores_zero_only_there(tmp_path):
+    source = REFERENCE.replace("def batchnorm_inference(", "def batchnorm_inference_renamed(")
+    report = grade_file(tmp_path, "missing.py", source)
+    scores = exercise_scores(report)
+    assert scores["batchnorm_inference"] == 0 and all(scores[e] == 1 for e in EXERCISES if e != "batchnorm_inference")
+    assert any("does not define 'batchnorm_inference'" in t.output for t in report.tests)
+
+
+# --------------------------------------------------------------------------- sandbox
+
+
+def test_sandbox_hides_the_project_and_has_no_network():
+    source = ("import os, socket\n"
+              "def probe(x):\n"
+              "    seen = os.listdir(%r)\n"
+              "    try:\n"
+              "        socket.create_connection(('127.0.0.1', 22), timeout=1)\n"
+              "        net = 'connected'\n"
+              "    except OSError as err:\n"
+              "        net = type(err).__name__\n"
+              "    return {'seen': ','.join(seen), 'net': net, 'uid': os.getuid(), 'cwd': os.getcwd()}\n" % str(ROOT))
+    with Sandbox([("probe.py", source)]) as sandbox:
+        result = sandbox.request("basic.call", "probe", 0)
+    assert set(result["seen"].split(",")) <= {".venv", ""}, result["seen"]
+    assert result["net"] != "connected"
+    if os.geteuid() == 0:
+        assert result["uid"] != 0
+    assert not result["cwd"].startswith(str(ROOT))
+
+
+@ROOT_ONLY
+def test_no_process_outlives_the_sandbox():
+    source = "import os, time\ndef spawn(x):\n    if os.fork() == 0:\n        os.setsid()\n        time.sleep(600)\n    return x\n"
+    with Sandbox([("spawn.py", source)]) as sandbox:
+        sandbox.request("basic.call", "spawn", 1)
+        uid = sandbox.uid
+    time.sleep(0.3)
+    left = subprocess.run(["ps", "-o", "pid=", "-u", str(uid)], capture_output=True, text=True).stdout.split()
+    assert left == []
+
+
+def test_worker_restarts_after_a_crash():
+    source = "import os\ndef crash(x):\n    os._exit(1)\ndef ok(x):\n    return x + 1\n"
+    with Sandbox([("crash.py", source)]) as sandbox:
+        with pytest.raises(SubmissionError) as err:
+            sandbox.request("basic.call", "crash", 1)
+        assert err.value.kind == "crash"
+        assert sandbox.request("basic.call", "ok", 1) == 2
+
+
+def test_protocol_refuses_objects_and_oversized_messages():
+    import io
+
+    with pytest.raises(protocol.ProtocolError):
+        protocol.encode(object())
+    with pytest.raises(protocol.ProtocolError):
+        protocol.encode(np.array([object()], dtype=object))
+    header = json.dumps({"value": {"__array__": 0}, "arrays": [{"dtype": "|O", "shape": [1]}]}).encode()
+    with pytest.raises(protocol.ProtocolError):
+        protocol.read_message(io.BytesIO(len(header).to_bytes(8, "big") + header + b"\0" * 8))
+    header = json.dumps({"value": None, "arrays": [{"dtype": "<f8", "shape": [1 << 40]}]}).encode()
+    with pytest.raises(protocol.ProtocolError):
+        protocol.read_message(io.BytesIO(len(header).to_bytes(8, "big") + header))
+    value = {"a": (np.arange(3.0), 1, "s", None, float("nan")), "b": [np.ones((2, 2), np.float32)]}
+    decoded = protocol.read_message(io.BytesIO(protocol.encode(value)))
+    np.testing.assert_array_equal(decoded["a"][0], np.arange(3.0))
+    assert decoded["a"][1:4] == (1, "s", None) and np.isnan(decoded["a"][4])
+
+
+def test_cli_grade_json_contract(tmp_path):
+    path = tmp_path / "student.py"
+    path.write_text(REFERENCE.replace("std = np.sqrt(var + eps)", "std = np.sqrt(var) + eps"))
+    result = subprocess.run([sys.executable, "-m", "autograder", "grade", "--assignment", SLUG, str(path),
+                             "--format", "json", "--timeout", "5"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert {"assignment", "score", "max_score", "execution_time", "tests"} <= set(data)
+    assert 0 < data["score"] < data["max_score"]
+    for test in data["tests"]:
+        assert {"name", "exercise", "score", "max_score", "status", "output"} <= set(test)
+        assert test["status"] in ("passed", "failed")
+    assert any("sqrt(var + eps)" in t["output"] for t in data["tests"] if t["status"] == "failed")
+
+
+@pytest.mark.parametrize("args, phrase", [
+    (["grade", "--assignment", "no_such", "x.py"], "unknown assignment"),
+    (["grade-all", "--assignment", SLUG, "/nonexistent", "--out", "/tmp/x"], "is not a directory"),
+])
+def test_cli_fails_only_when_the_grader_cannot_run(args, phrase):
+    result = subprocess.run([sys.executable, "-m", "autograder", *args], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2 and phrase in result.stderr
