@@ -46,7 +46,7 @@ def _encode(value, arrays: list[np.ndarray]):
         array = np.ndarray.__array__(value) if type(value) is not np.ndarray else value
         if array.dtype.kind not in ALLOWED_KINDS:
             raise ProtocolError(f"arrays of dtype {array.dtype} cannot be sent")
-        arrays.append(np.ascontiguousarray(array))
+        arrays.append(np.ascontiguousarray(array).reshape(array.shape))  # keeps 0-d arrays 0-d
         return {"__array__": len(arrays) - 1}
     if isinstance(value, np.generic):
         return _encode(np.asarray(value), arrays)

@@ -108,6 +108,8 @@ class LocalStudent(Student):
     def op(self, op: str, *args, timeout: float | None = None, **kwargs):
         from . import ops, protocol
 
+        # The arguments cross the same wire as to the sandbox: the student's code gets copies.
+        args, kwargs = protocol.read_message(io.BytesIO(protocol.encode((tuple(args), dict(kwargs)))))
         try:
             value = ops.to_wire(ops.OPERATIONS[op](self._namespace, *args, **kwargs))
         except ops.MissingName as err:

@@ -279,3 +279,22 @@ def test_cli_grade_json_contract(tmp_path):
 def test_cli_fails_only_when_the_grader_cannot_run(args, phrase):
     result = subprocess.run([sys.executable, "-m", "autograder", *args], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 2 and phrase in result.stderr
+
+
+def test_every_submission_gets_the_same_cases(tmp_path):
+    """Seeds do not depend on a submission's position in the class."""
+    source = REFERENCE + "\nimport numpy as _np\n_seen = []\ndef batchnorm_inference(x, *a, **k):\n    raise ValueError(repr(_np.asarray(x).sum()))\n"
+    paths = {name: tmp_path / f"{name}.py" for name in ("a", "b", "c")}
+    for path in paths.values():
+        path.write_text(source)
+    reports = grade_many(SLUG, paths)
+    outputs = [[t.output.splitlines()[-1] for t in reports[name].tests if t.exercise == "batchnorm_inference"]
+               for name in paths]
+    assert outputs[0] == outputs[1] == outputs[2]
+
+
+def test_scalars_stay_scalars():
+    import io
+
+    decoded = protocol.read_message(io.BytesIO(protocol.encode(np.float64(2.5))))
+    assert np.shape(decoded) == () and float(decoded) == 2.5
