@@ -96,12 +96,15 @@ def check_array(
                        f"reference is finite: a division by zero, or eps missing?")
     error = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
     index = tuple(int(i) for i in np.unravel_index(np.nanargmax(error), error.shape))
-    scale = np.abs(expected).max() if expected.size else 1.0
-    relative = float(error[index] / max(scale, 1e-300))
+    scale = float(np.abs(expected).max()) if expected.size else 0.0
+    if scale > 0:
+        size = f"relative error {float(error[index]) / scale:.2e} of the largest reference value; tolerance rtol={rtol:g}"
+    else:
+        size = f"absolute error {float(error[index]):.2e}; tolerance atol={atol:g}"
+    digits = 6 if float(error[index]) > 1e-5 * max(scale, 1e-300) else 12  # near misses need more digits
     raise Mismatch(
         f"{name} is wrong{where}: the largest difference is at index {index}, "
-        f"{actual[index]:.6g} instead of {expected[index]:.6g} "
-        f"(relative error {relative:.2e} of the largest reference value; tolerance rtol={rtol:g})."
+        f"{actual[index]:.{digits}g} instead of {expected[index]:.{digits}g} ({size})."
     )
 
 
