@@ -1,0 +1,304 @@
+"""Figures and tables of chapter 4, drawn from experiment results (the dicts of
+:func:`bnlab.experiments.run` or the recorded ``results/ch04_*.json``).
+
+One ``plot_<experiment>(result)`` per experiment returns a matplotlib Figure; ``table_<experiment>``
+returns a Markdown table (display it with ``IPython.display.Markdown``). Nothing here trains or
+measures: every number comes from the result.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+BN_COLOR = "tab:blue"
+NO_BN_COLOR = "tab:red"
+
+
+def source_label(result: dict) -> str:
+    """Where a result comes from: profile, device, threads and date, e.g. for a figure title."""
+    prov = result.get("provenance", {})
+    device = prov.get("device", "?")
+    name = prov.get("device_name") or device
+    where = f"{device.upper()}: {name}" if device == "cpu" else f"{device.upper()} {name}"
+    threads = f", {prov['torch_threads']} thread{'s' if prov['torch_threads'] != 1 else ''}" \
+        if device == "cpu" and prov.get("torch_threads") else ""
+    date = (prov.get("date") or "")[:10]
+    return f"{result.get('profile', '?')} run, {where}{threads}, {date}".strip(", ")
+
+
+def smooth(values, window: int | None = None) -> np.ndarray:
+    """Moving average of a loss curve (None and non-finite values become NaN and are skipped)."""
+    y = np.array([np.nan if v is None else float(v) for v in values], dtype=float)
+    if window is None:
+        window = max(1, len(y) // 40)
+    if window <= 1 or len(y) == 0:
+        return y
+    out = np.full_like(y, np.nan)
+    for i in range(len(y)):
+        chunk = y[max(0, i - window + 1):i + 1]
+        chunk = chunk[np.isfinite(chunk)]
+        if len(chunk) and np.isfinite(y[i]):
+            out[i] = chunk.mean()
+    return out
+
+
+def _fmt_acc(value, diverged=False) -> str:
+    if diverged:
+        return "diverged"
+    if value is None:
+        return "-"
+    return f"{100 * value:.1f}%"
+
+
+def _md_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _loss_panel(ax, runs, label_of, color_of, style_of, x_of=None, ylim=(0, 3.5)):
+    for h in runs:
+        loss = smooth(h["step_loss"])
+        x = np.arange(1, len(loss) + 1) if x_of is None else x_of(h, len(loss))
+        line, = ax.plot(x, loss, color=color_of(h), linestyle=style_of(h), label=label_of(h), lw=1.5)
+        if h.get("diverged"):
+            step = h.get("diverged_at_step") or len(loss)
+            xd = step + 1 if x_of is None else x_of(h, step + 1)[-1]
+            ax.plot([xd], [ylim[1] * 0.97], marker="x", color=line.get_color(), ms=9, mew=2, clip_on=False)
+    ax.set_ylim(*ylim)
+    ax.set_ylabel("training loss (moving average)")
+    ax.grid(alpha=0.3)
+
+
+def _lr_colors(lrs):
+    cmap = plt.get_cmap("viridis")
+    lrs = sorted(set(lrs))
+    return {lr: cmap(i / max(len(lrs) - 1, 1) * 0.9) for i, lr in enumerate(lrs)}
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def plot_lr_sweep(result: dict):
+    """Loss curves (left: BN, right: no BN) over the learning-rate grid; x marks divergence."""
+    runs = result["results"]["runs"]
+    colors = _lr_colors([h["lr"] for h in runs])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    for ax, use_bn in zip(axes, (True, False)):
+        sub = [h for h in runs if h["use_bn"] == use_bn]
+        _loss_panel(ax, sub, lambda h: f"lr={h['lr']:g}" + (" (diverged)" if h["diverged"] else ""),
+                    lambda h: colors[h["lr"]], lambda h: "-")
+        ax.set_title("with BN" if use_bn else "without BN")
+        ax.set_xlabel("training step")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Learning-rate sweep ({source_label(result)})", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def table_lr_sweep(result: dict) -> str:
+    """Final test accuracy per learning rate, BN vs no BN, and images per second."""
+    table = result["results"]["table"]
+    lrs = sorted({r["lr"] for r in table})
+    rows = []
+    for lr in lrs:
+        row = [f"{lr:g}"]
+        for use_bn in (True, False):
+            r = next(r for r in table if r["lr"] == lr and r["use_bn"] == use_bn)
+            row.append(_fmt_acc(r["final_test_acc"], r["diverged"]))
+        rows.append(row)
+    return _md_table(["learning rate", "test accuracy with BN", "test accuracy without BN"], rows)
+
+
+def plot_init_scale(result: dict):
+    """Left: logit spread at initialization vs the scale s; right: final test accuracy vs s."""
+    res = result["results"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for use_bn, color, label in ((True, BN_COLOR, "with BN"), (False, NO_BN_COLOR, "without BN")):
+        pts = sorted((r["init_scale"], r["logit_std"]) for r in res["initial_logit_std"] if r["use_bn"] == use_bn)
+        axes[0].loglog([p[0] for p in pts], [p[1] for p in pts], "o-", color=color, label=label)
+        runs = sorted((h for h in res["runs"] if h["use_bn"] == use_bn), key=lambda h: h["init_scale"])
+        xs = [h["init_scale"] for h in runs]
+        accs = [np.nan if h["final_test_acc"] is None else 100 * h["final_test_acc"] for h in runs]
+        axes[1].semilogx(xs, accs, "o-", color=color, label=label)
+        for h in runs:
+            if h["diverged"]:
+                axes[1].plot([h["init_scale"]], [2], marker="x", color=color, ms=10, mew=2)
+    axes[0].set_xlabel("initialization scale s (times He)")
+    axes[0].set_ylabel("std of the initial logits")
+    axes[0].set_title("forward pass at initialization")
+    axes[1].set_xlabel("initialization scale s (times He)")
+    axes[1].set_ylabel("test accuracy (%)")
+    axes[1].set_ylim(0, 100)
+    axes[1].axhline(10, color="gray", lw=0.8, ls=":")
+    axes[1].set_title("after training (x: diverged)")
+    for ax in axes:
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Initialization scale ({source_label(result)})", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def table_init_scale(result: dict) -> str:
+    table = result["results"]["table"]
+    scales = sorted({r["init_scale"] for r in table})
+    rows = []
+    for s in scales:
+        row = [f"{s:g}"]
+        for use_bn in (True, False):
+            r = next(r for r in table if r["init_scale"] == s and r["use_bn"] == use_bn)
+            row.append(_fmt_acc(r["final_test_acc"], r["diverged"]))
+        rows.append(row)
+    return _md_table(["scale s", "test accuracy with BN", "test accuracy without BN"], rows)
+
+
+def plot_batch_size(result: dict):
+    """Left: final test accuracy vs batch size; right: training loss vs images seen."""
+    runs = result["results"]["runs"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for use_bn, color, label in ((True, BN_COLOR, "with BN"), (False, NO_BN_COLOR, "without BN")):
+        sub = sorted((h for h in runs if h["use_bn"] == use_bn), key=lambda h: h["batch_size"])
+        xs = [h["batch_size"] for h in sub]
+        accs = [np.nan if h["final_test_acc"] is None else 100 * h["final_test_acc"] for h in sub]
+        axes[0].semilogx(xs, accs, "o-", color=color, label=label, base=2)
+        for h in sub:
+            if h["diverged"]:
+                axes[0].plot([h["batch_size"]], [2], marker="x", color=color, ms=10, mew=2)
+    cmap = plt.get_cmap("viridis")
+    sizes = sorted({h["batch_size"] for h in runs})
+    for h in runs:
+        if not h["use_bn"]:
+            continue
+        c = cmap(sizes.index(h["batch_size"]) / max(len(sizes) - 1, 1) * 0.9)
+        loss = smooth(h["step_loss"])
+        axes[1].plot(np.arange(1, len(loss) + 1) * h["batch_size"], loss, color=c, label=f"batch {h['batch_size']}")
+    axes[0].set_xlabel("batch size (learning rate scaled with it)")
+    axes[0].set_ylabel("test accuracy (%)")
+    axes[0].set_ylim(0, 100)
+    axes[0].set_title("after the same number of epochs")
+    axes[1].set_xlabel("training images seen")
+    axes[1].set_ylabel("training loss (moving average)")
+    axes[1].set_ylim(0, 3)
+    axes[1].set_title("with BN")
+    for ax in axes:
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Batch size ({source_label(result)})", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def table_batch_size(result: dict) -> str:
+    table = result["results"]["table"]
+    sizes = sorted({r["batch_size"] for r in table})
+    rows = []
+    for bs in sizes:
+        r_bn = next(r for r in table if r["batch_size"] == bs and r["use_bn"])
+        r_no = next(r for r in table if r["batch_size"] == bs and not r["use_bn"])
+        rows.append([bs, f"{r_bn['lr']:.4g}", r_bn["steps"], _fmt_acc(r_bn["final_test_acc"], r_bn["diverged"]),
+                     _fmt_acc(r_no["final_test_acc"], r_no["diverged"])])
+    return _md_table(["batch size", "learning rate", "steps", "test accuracy with BN", "test accuracy without BN"],
+                     rows)
+
+
+def plot_eval_bug(result: dict):
+    """Test accuracy with model.eval() (correct) and without it, per evaluation batch size."""
+    res = result["results"]
+    rows = res["train_mode"]
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    xs = [r["eval_batch_size"] for r in rows]
+    ax.semilogx(xs, [100 * r["train_mode_acc"] for r in rows], "o-", color=NO_BN_COLOR, base=2,
+                label="model.eval() forgotten (shuffled test set)")
+    ax.axhline(100 * res["eval_mode_acc"], color=BN_COLOR, label="model.eval() (correct)")
+    s = res["sorted"]
+    ax.plot([s["batch_size"]], [100 * s["train_mode_acc"]], "s", color="black", ms=8,
+            label=f"forgotten, test set sorted by class (batch {s['batch_size']})")
+    ax.set_xlabel("evaluation batch size")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(f"The forgotten model.eval() ({source_label(result)})", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def table_eval_bug(result: dict) -> str:
+    res = result["results"]
+    rows = [[r["eval_batch_size"], _fmt_acc(r["train_mode_acc"]), _fmt_acc(r["eval_mode_acc_afterwards"])]
+            for r in res["train_mode"]]
+    s = res["sorted"]
+    rows.append([f"{s['batch_size']}, sorted by class", _fmt_acc(s["train_mode_acc"]),
+                 _fmt_acc(s["eval_mode_acc_afterwards"])])
+    header = ["evaluation batch", "accuracy without model.eval()",
+              "accuracy with model.eval() afterwards (running statistics overwritten)"]
+    return (f"Correct evaluation (model.eval()): **{_fmt_acc(res['eval_mode_acc'])}**\n\n"
+            + _md_table(header, rows))
+
+
+VARIANT_LABELS = {"no_bn": "no BN", "torch": "nn.BatchNorm2d", "module": "BatchNorm2d (tensor ops)",
+                  "function": "BatchNormFunction (hand-written backward)"}
+
+
+def plot_custom_bn(result: dict):
+    """Left: loss curves of the BN implementations; right: time per training step."""
+    res = result["results"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    styles = {"torch": "-", "module": "--", "function": ":"}
+    for h in res["runs"]:
+        loss = smooth(h["step_loss"])
+        axes[0].plot(np.arange(1, len(loss) + 1), loss, styles.get(h["variant"], "-"), lw=1.8,
+                     label=VARIANT_LABELS.get(h["variant"], h["variant"]))
+    axes[0].set_xlabel("training step")
+    axes[0].set_ylabel("training loss (moving average)")
+    axes[0].set_ylim(0, 3)
+    axes[0].legend(fontsize=8)
+    axes[0].grid(alpha=0.3)
+    timing = res["step_time"]
+    names = [n for n in ("no_bn", "torch", "module", "function") if n in timing]
+    ms = [1000 * timing[n]["median_s"] for n in names]
+    bars = axes[1].barh([VARIANT_LABELS.get(n, n) for n in names], ms,
+                        color=["gray", BN_COLOR, "tab:orange", "tab:green"][:len(names)])
+    for bar, n in zip(bars, names):
+        axes[1].text(bar.get_width(), bar.get_y() + bar.get_height() / 2,
+                     f" {res['step_time_ratio_to_torch'][n]:.2f}x", va="center", fontsize=8)
+    axes[1].invert_yaxis()
+    axes[1].set_xlabel("milliseconds per training step (median)")
+    axes[1].set_xlim(0, max(ms) * 1.25)
+    axes[1].grid(alpha=0.3, axis="x")
+    fig.suptitle(f"Your BN in the CNN ({source_label(result)})", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def table_custom_bn(result: dict) -> str:
+    res = result["results"]
+    timing = res["step_time"]
+    batch = result["config"].get("timing_batch")
+    rows = []
+    for n in ("no_bn", "torch", "module", "function"):
+        if n not in timing:
+            continue
+        run = next((h for h in res["runs"] if h["variant"] == n), None)
+        acc = "-" if run is None else _fmt_acc(run["final_test_acc"], run["diverged"])
+        rows.append([VARIANT_LABELS[n], f"{1000 * timing[n]['median_s']:.1f}",
+                     f"{res['step_time_ratio_to_torch'][n]:.2f}", f"{timing[n]['images_per_s']:.0f}", acc])
+    return _md_table(["BN layer", f"ms per step (batch {batch})", "time / nn.BatchNorm2d", "images/s",
+                      "test accuracy"], rows)
+
+
+def table_throughput(results: list[dict]) -> str:
+    """Images per second of BN and no-BN training from several results (e.g. recorded and live)."""
+    rows = []
+    for result in results:
+        thr = result["results"].get("throughput")
+        if thr:
+            rows.append([source_label(result), result["config"].get("batch_size"),
+                         f"{thr['bn_images_per_s']:.0f}" if thr["bn_images_per_s"] else "-",
+                         f"{thr['no_bn_images_per_s']:.0f}" if thr["no_bn_images_per_s"] else "-"])
+    return _md_table(["run", "batch size", "images/s with BN", "images/s without BN"], rows)
+
+
+__all__ = [name for name in dir() if name.startswith(("plot_", "table_"))] + ["smooth", "source_label"]
