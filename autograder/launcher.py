@@ -91,12 +91,11 @@ def enter_namespaces():
     return "userns"
 
 
-def hide_and_expose(cover, expose, workdir, owner, workdir_mb):
+def hide_and_expose(cover, expose):
     """Cover each path of ``cover`` with an empty tmpfs; bind ``expose`` back read-only.
 
     Each exposed directory is held open (``O_PATH``) before the covers go on, then bound
-    back from that handle. The working directory is a fresh tmpfs of ``workdir_mb`` owned
-    by ``owner``: nothing the submission writes reaches the host's disks.
+    back from that handle.
     """
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     handles = [(path, os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
@@ -112,10 +111,14 @@ def hide_and_expose(cover, expose, workdir, owner, workdir_mb):
             mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_REC)
         except OSError:
             pass  # read-only is defence in depth; the files are not writable by the sandbox uid anyway
-    os.makedirs(workdir, exist_ok=True)
-    uid, gid = owner
-    mount("bngrade-work", workdir, "tmpfs", MS_NOSUID | MS_NODEV,
-          f"mode=0700,size={workdir_mb}m,uid={uid},gid={gid}")
+
+
+def mount_workdir(config):
+    """A fresh tmpfs as working directory: nothing the submission writes reaches a disk."""
+    owner = (config["uid"], config["gid"]) if os.geteuid() == 0 else (os.geteuid(), os.getegid())
+    os.makedirs(config["workdir"], exist_ok=True)
+    mount("bngrade-work", config["workdir"], "tmpfs", MS_NOSUID | MS_NODEV,
+          f"mode=0700,size={config['limits']['workdir_mb']}m,uid={owner[0]},gid={owner[1]}")
 
 
 def drop_privileges(uid, gid):
@@ -143,13 +146,14 @@ def set_limits(limits):
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an oversized write fails instead of killing
 
 
-def wait_and_mirror(child):
+def wait_and_mirror(child, status_fd=None):
     """In the launcher: wait for the worker and end the same way (exit status or signal).
 
     SIGTERM from the grader kills the worker. The launcher is a child subreaper: when the
     worker (process 1 of its namespace) dies, the kernel kills everything else in the
     namespace and hands those processes to the launcher, which reaps them all before it
-    exits, so nothing is left behind, not even a zombie.
+    exits, so nothing is left behind, not even a zombie. With ``status_fd`` (zygote mode)
+    the worker's end is written there as ``exit N`` or ``signal N``.
     """
     for fd in (0, 1):
         os.close(fd)  # only the worker talks to the grader
@@ -167,43 +171,68 @@ def wait_and_mirror(child):
             break
         except InterruptedError:
             continue
+    if status_fd is not None:
+        end = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit {os.WEXITSTATUS(status)}"
+        os.write(status_fd, end.encode())
+        os._exit(0)
     if os.WIFSIGNALED(status):
         signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
         os.kill(os.getpid(), os.WTERMSIG(status))
     os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
 
 
-def main():
-    config = json.loads(sys.argv[1])
-    mode = "degraded"
-    problem = ""
+def isolate(config):
+    """Namespaces and hidden files for a worker or a zygote; returns (mode, problem)."""
+    mode, problem = "degraded", ""
     try:
         mode = enter_namespaces()
-        owner = (config["uid"], config["gid"]) if os.geteuid() == 0 else (os.geteuid(), os.getegid())
-        hide_and_expose(config["cover"], config["expose"], config["workdir"], owner,
-                        config["limits"]["workdir_mb"])
+        hide_and_expose(config["cover"], config["expose"])
     except OSError as err:
         problem = str(err)
         if mode == "root":  # as root, isolation must work: refuse to run unisolated
             print(f"sandbox: isolation failed as root ({err})", file=sys.stderr)
             sys.exit(70)
         mode = "degraded"
-    launcher = os.getpid()
+    return mode, problem
+
+
+def contain_and_confine(config, mode, status_fd=None):
+    """From here on, this process is the worker: PID namespace, privileges, limits.
+
+    The calling process forks; the parent stays behind as the worker's reaper
+    (:func:`wait_and_mirror`) and never returns.
+    """
+    parent = os.getpid()
     if mode != "degraded":
         _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         unshare(CLONE_NEWPID)
         child = os.fork()
         if child:
-            wait_and_mirror(child)
+            wait_and_mirror(child, status_fd)
+    if status_fd is not None:
+        os.close(status_fd)
     if os.geteuid() == 0:
         drop_privileges(config["uid"], config["gid"])
+    os.makedirs(config["workdir"], exist_ok=True)  # degraded mode: a plain directory
     os.chdir(config["workdir"])
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if mode != "degraded" and os.getppid() == 0 and not os.path.exists(f"/proc/{launcher}"):
-        os._exit(1)  # the launcher died before the death signal was armed
+    if mode != "degraded" and os.getppid() == 0 and not os.path.exists(f"/proc/{parent}"):
+        os._exit(1)  # the reaper died before the death signal was armed
     _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     os.setsid()
     set_limits(config["limits"])
+
+
+def main():
+    config = json.loads(sys.argv[1])
+    mode, problem = isolate(config)
+    if config.get("zygote"):
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        env = dict(config["env"], BNGRADE_SANDBOX=mode, BNGRADE_SANDBOX_PROBLEM=problem)
+        os.execve(config["python"], [config["python"], "-I", "-B", config["zygote"]], env)
+    if mode != "degraded":
+        mount_workdir(config)
+    contain_and_confine(config, mode)
     env = dict(config["env"], BNGRADE_SANDBOX=mode, BNGRADE_SANDBOX_PROBLEM=problem)
     os.execve(config["python"], [config["python"], "-I", "-B", config["worker"]], env)
 

@@ -13,8 +13,10 @@ files, the reference solutions and the hidden tests are hidden from it (see
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import json
+import socket
 import os
 import select
 import shutil
@@ -31,7 +33,7 @@ from . import protocol
 
 PACKAGE = Path(__file__).resolve().parent
 ROOT = PACKAGE.parent
-LIB_FILES = ("launcher.py", "worker.py", "protocol.py")
+LIB_FILES = ("launcher.py", "worker.py", "protocol.py", "zygote.py")
 SANDBOX_UID_BASE = 200_000
 _counter = itertools.count()
 
@@ -91,6 +93,147 @@ def _inaccessible_ancestors(path: Path) -> list[str]:
     return out
 
 
+def _make_lib(tmp: Path) -> Path:
+    """A private, read-only copy of the sandbox-side code under ``tmp``."""
+    lib = tmp / "lib"
+    shutil.copytree(PACKAGE / "ops", lib / "ops", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in LIB_FILES:
+        shutil.copy(PACKAGE / name, lib / name)
+    for path in [lib, *lib.rglob("*")]:
+        os.chmod(path, 0o555 if path.is_dir() else 0o444)
+    return lib
+
+
+def _isolation_config(lib: Path, hide: list) -> dict:
+    """What to hide from a worker and what to leave it (the interpreter, the venv, ``lib``)."""
+    venv = Path(sys.prefix)
+    base = Path(os.path.realpath(sys.base_prefix))
+    cover = [str(ROOT), *map(str, hide), "/tmp", "/var/tmp", "/dev/shm"]
+    for path in (venv, base):
+        cover += _inaccessible_ancestors(path)
+    return {
+        "python": str(Path(sys.executable)),
+        "worker": str(lib / "worker.py"),
+        "cover": cover,
+        "expose": [str(venv), str(base), str(lib)],
+    }
+
+
+def _worker_env(workdir) -> dict:
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(workdir),
+        "TMPDIR": str(workdir),
+        "LANG": "C.UTF-8",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MPLBACKEND": "Agg",
+        "PYTHONHASHSEED": "0",
+    }
+
+
+class _Worker:
+    """A worker forked by the zygote, with the interface of ``subprocess.Popen`` we use."""
+
+    def __init__(self, pid: int, requests: int, answers: int, status: int):
+        self.pid = pid
+        self.stdin = os.fdopen(requests, "wb")
+        self.stdout = os.fdopen(answers, "rb")
+        self.stderr = None
+        self._status = status
+        self.returncode: int | None = None
+
+    def terminate(self):
+        try:
+            os.kill(self.pid, signal.SIGTERM)  # its reaper kills the worker's namespace
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def kill(self):
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is not None:
+            return self.returncode
+        ready, _, _ = select.select([self._status], [], [], timeout)
+        if not ready:
+            raise subprocess.TimeoutExpired("sandbox worker", timeout)
+        text = os.read(self._status, 64).decode(errors="replace").split()
+        os.close(self._status)
+        if len(text) == 2 and text[1].lstrip("-").isdigit():
+            self.returncode = -int(text[1]) if text[0] == "signal" else int(text[1])
+        else:
+            self.returncode = -signal.SIGKILL  # the reaper itself was killed
+        return self.returncode
+
+
+class _Zygote:
+    """A fork server (``zygote.py``), isolated once, that starts workers in milliseconds."""
+
+    def __init__(self, hide: list):
+        self._tmp = Path(tempfile.mkdtemp(prefix="bngrade-zygote-"))
+        os.chmod(self._tmp, 0o711)
+        lib = _make_lib(self._tmp)
+        config = dict(_isolation_config(lib, hide), zygote=str(lib / "zygote.py"), env=_worker_env("/tmp/work"))
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.process = subprocess.Popen(
+            [sys.executable, "-I", "-B", str(lib / "launcher.py"), json.dumps(config)],
+            stdin=theirs, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, close_fds=True,
+        )
+        theirs.close()
+        self.channel = ours
+
+    def spawn(self, config: dict) -> _Worker:
+        request_r, request_w = os.pipe()
+        answer_r, answer_w = os.pipe()
+        status_r, status_w = os.pipe()
+        try:
+            socket.send_fds(self.channel, [json.dumps(config).encode()], [request_r, answer_w, status_w])
+            self.channel.settimeout(60)
+            reply = json.loads(self.channel.recv(4096) or b"{}")
+        finally:
+            for fd in (request_r, answer_w, status_w):
+                os.close(fd)
+        if "pid" not in reply:
+            for fd in (request_w, answer_r, status_r):
+                os.close(fd)
+            raise OSError(f"the zygote did not start a worker ({reply})")
+        return _Worker(reply["pid"], request_w, answer_r, status_r)
+
+    def close(self):
+        self.channel.close()
+        self.process.kill()
+        self.process.wait()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+_zygotes: dict[tuple, _Zygote] = {}
+
+
+def _zygote(hide: list) -> _Zygote | None:
+    """This process's zygote for these hidden paths (None where disabled)."""
+    if os.environ.get("BNGRADE_ZYGOTE", "1") == "0":
+        return None
+    key = (os.getpid(), tuple(sorted(map(str, hide))))
+    zygote = _zygotes.get(key)
+    if zygote is None or zygote.process.poll() is not None:
+        for other in [k for k in _zygotes if k[0] == os.getpid()]:
+            _zygotes.pop(other).close()  # one zygote per process at a time
+        zygote = _zygotes[key] = _Zygote(hide)
+    return zygote
+
+
+@atexit.register
+def _close_zygotes():
+    for key in [k for k in _zygotes if k[0] == os.getpid()]:
+        _zygotes.pop(key).close()
+
+
 @dataclass
 class Sandbox:
     """One submission in its own unprivileged, isolated worker process.
@@ -110,15 +253,10 @@ class Sandbox:
     hide: list = field(default_factory=list)
 
     def __post_init__(self):
-        self._process: subprocess.Popen | None = None
+        self._process: subprocess.Popen | _Worker | None = None
         self._tmp = Path(tempfile.mkdtemp(prefix="bngrade-"))
         os.chmod(self._tmp, 0o711)
-        self._lib = self._tmp / "lib"
-        shutil.copytree(PACKAGE / "ops", self._lib / "ops", ignore=shutil.ignore_patterns("__pycache__"))
-        for name in LIB_FILES:
-            shutil.copy(PACKAGE / name, self._lib / name)
-        for path in [self._lib, *self._lib.rglob("*")]:
-            os.chmod(path, 0o555 if path.is_dir() else 0o444)
+        self._lib = _make_lib(self._tmp)
         self.uid = SANDBOX_UID_BASE + (os.getpid() % 100_000) * 8 + next(_counter) % 8
         self.load_info: dict | None = None
         self.load_error: SubmissionError | None = None
@@ -128,53 +266,42 @@ class Sandbox:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def _config(self, workdir: Path) -> dict:
-        python = Path(sys.executable)
-        venv = Path(sys.prefix)
-        base = Path(os.path.realpath(sys.base_prefix))
-        expose = [str(venv), str(base), str(self._lib)]
-        cover = [str(ROOT), *map(str, self.hide), "/tmp", "/var/tmp", "/dev/shm"]
-        for path in (venv, base):
-            cover += _inaccessible_ancestors(path)
-        return {
-            "python": str(python),
-            "worker": str(self._lib / "worker.py"),
-            "workdir": str(workdir),
-            "uid": self.uid,
-            "gid": self.uid,
-            "cover": cover,
-            "expose": expose,
-            "limits": {
+    def _config(self, workdir) -> dict:
+        return dict(
+            _isolation_config(self._lib, self.hide),
+            workdir=str(workdir),
+            uid=self.uid,
+            gid=self.uid,
+            limits={
                 "memory_mb": self.limits.memory_mb,
                 "processes": self.limits.processes,
                 "file_mb": self.limits.file_mb,
                 "workdir_mb": self.limits.workdir_mb,
                 "cpu_s": self.limits.cpu_s,
             },
-            "env": {
-                "PATH": "/usr/local/bin:/usr/bin:/bin",
-                "HOME": str(workdir),
-                "TMPDIR": str(workdir),
-                "LANG": "C.UTF-8",
-                "OMP_NUM_THREADS": "1",
-                "MKL_NUM_THREADS": "1",
-                "OPENBLAS_NUM_THREADS": "1",
-                "MPLBACKEND": "Agg",
-                "PYTHONHASHSEED": "0",
-            },
-        }
+            env=_worker_env(workdir),
+        )
 
-    def _start(self) -> None:
+    def _launch(self):
+        """A worker from this process's zygote, or else a freshly launched interpreter."""
+        zygote = _zygote(self.hide)
+        if zygote is not None:
+            try:
+                return zygote.spawn(self._config("/tmp/work"))
+            except OSError:
+                pass  # fall back to a direct launch
         workdir = self._tmp / f"work{self.restarts}"  # a private tmpfs, made by the launcher
-        config = self._config(workdir)
-        self._process = subprocess.Popen(
-            [sys.executable, "-I", "-B", str(self._lib / "launcher.py"), json.dumps(config)],
+        return subprocess.Popen(
+            [sys.executable, "-I", "-B", str(self._lib / "launcher.py"), json.dumps(self._config(workdir))],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
             close_fds=True,
         )
+
+    def _start(self) -> None:
+        self._process = self._launch()
         self.restarts += 1
         cells = [{"name": name, "source": source} for name, source in self.cells]
         try:
@@ -206,7 +333,10 @@ class Sandbox:
             process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.wait()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
         for stream in (process.stdin, process.stdout, process.stderr):
             if stream:
                 stream.close()
@@ -256,14 +386,14 @@ class Sandbox:
         raise SubmissionError(kind, str(answer.get("error", "unknown error")))
 
     @staticmethod
-    def _death_reason(process: subprocess.Popen) -> str:
+    def _death_reason(process) -> str:
         try:
             code = process.wait(timeout=2)
         except subprocess.TimeoutExpired:
             return "it stopped answering"
         stderr = b""
         try:
-            stderr = process.stderr.read(2000) or b""
+            stderr = (process.stderr.read(2000) or b"") if process.stderr else b""
         except (OSError, ValueError):
             pass
         if code < 0:

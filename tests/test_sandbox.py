@@ -298,3 +298,15 @@ def test_scalars_stay_scalars():
 
     decoded = protocol.read_message(io.BytesIO(protocol.encode(np.float64(2.5))))
     assert np.shape(decoded) == () and float(decoded) == 2.5
+
+
+def test_direct_launch_without_the_zygote(monkeypatch):
+    """BNGRADE_ZYGOTE=0 starts each worker as a fresh interpreter: same isolation, same answers."""
+    monkeypatch.setenv("BNGRADE_ZYGOTE", "0")
+    source = "import os\ndef probe(x):\n    return {'seen': ','.join(os.listdir(%r)), 'uid': os.getuid(), 'x': x + 1}\n" % str(ROOT)
+    with Sandbox([("probe.py", source)]) as sandbox:
+        result = sandbox.request("basic.call", "probe", 1)
+        assert isinstance(sandbox._process, subprocess.Popen)
+    assert result["x"] == 2 and set(result["seen"].split(",")) <= {".venv", ""}
+    if os.geteuid() == 0:
+        assert result["uid"] != 0
