@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-from .runner import Report, assignments, grade
+from .runner import Report, assignments, grade, grade_many
 from .sandbox import Limits
 
 
@@ -89,13 +89,20 @@ def find_submissions(directory: Path, slug: str) -> dict[str, Path]:
     return found
 
 
-def _grade_one(args):
-    slug, student, path, timeout, out = args
+def _grade_chunk(args):
+    """Grade a chunk of a class in one pytest session (in a worker process of the pool)."""
+    slug, chunk, timeout, out = args
     try:
-        report = grade(slug, path, limits=Limits(timeout_s=timeout), hide=[out])
-    except Exception as err:  # noqa: BLE001 - one student's failure must not stop the class
-        report = Report(assignment=slug, submission=str(path), messages=[f"grader error: {type(err).__name__}: {err}"])
-    return student, report
+        reports = grade_many(slug, dict(chunk), limits=Limits(timeout_s=timeout), hide=[out])
+    except Exception as err:  # noqa: BLE001 - one chunk's failure must not stop the class
+        reports = {}
+        for student, path in chunk:
+            try:  # grade the chunk's students one by one, so only the culprit is lost
+                reports[student] = grade_many(slug, {student: path}, limits=Limits(timeout_s=timeout), hide=[out])[student]
+            except Exception:  # noqa: BLE001
+                reports[student] = Report(assignment=slug, submission=str(path),
+                                          messages=[f"grader error: {type(err).__name__}: {err}"])
+    return list(reports.items())
 
 
 def grade_all(slug: str, directory: Path, out: Path, jobs: int, timeout: float) -> list[tuple[str, Report]]:
@@ -104,20 +111,22 @@ def grade_all(slug: str, directory: Path, out: Path, jobs: int, timeout: float) 
         raise UsageError(f"no submissions for {slug} in {directory} (expected submitted/<student>/{slug}/*.ipynb "
                          f"or <student>.ipynb / <student>.py)")
     out.mkdir(parents=True, exist_ok=True)
-    work = [(slug, s, p, timeout, out.resolve()) for s, p in submissions.items()]
+    items = list(submissions.items())
+    size = max(1, min(25, -(-len(items) // (jobs * 4))))  # several chunks per job: balance and progress
+    chunks = [(slug, items[i:i + size], timeout, out.resolve()) for i in range(0, len(items), size)]
     results: dict[str, Report] = {}
-    progress = _progress(len(work))
+    progress = _progress(len(items))
     if jobs <= 1:
-        for item in work:
-            student, report = _grade_one(item)
-            results[student] = report
-            progress(student)
-    else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            for future in as_completed([pool.submit(_grade_one, item) for item in work]):
-                student, report = future.result()
+        for chunk in chunks:
+            for student, report in _grade_chunk(chunk):
                 results[student] = report
                 progress(student)
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            for future in as_completed([pool.submit(_grade_chunk, chunk) for chunk in chunks]):
+                for student, report in future.result():
+                    results[student] = report
+                    progress(student)
     ordered = sorted(results.items())
     write_outputs(slug, ordered, out)
     return ordered

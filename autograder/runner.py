@@ -9,6 +9,7 @@ talks to the submission through the ``student`` fixture and compares in this pro
 from __future__ import annotations
 
 import io
+import os
 import re
 import types
 import sys
@@ -21,7 +22,7 @@ import pytest
 
 from .feedback import Mismatch
 from .sandbox import Limits, Sandbox, SubmissionError
-from .submission import SubmissionReadError, read_submission
+from .submission import SubmissionReadError, chapter_cells, read_submission
 
 SUITES = Path(__file__).resolve().parent / "suites"
 ROOT = SUITES.parents[1]
@@ -201,6 +202,15 @@ def _explain(excinfo) -> str:
     return f"your output could not be checked ({type(error).__name__}: {error})"
 
 
+_CHAPTER_CELLS: dict[str, frozenset] = {}
+
+
+def _chapter_cells(slug: str) -> frozenset:
+    if slug not in _CHAPTER_CELLS:
+        _CHAPTER_CELLS[slug] = chapter_cells(slug)
+    return _CHAPTER_CELLS[slug]
+
+
 class _Entry:
     """One submission being graded: its report, and its sandbox while its tests run."""
 
@@ -214,13 +224,12 @@ class _Entry:
         self.started = time.monotonic()
         report = self.report
         try:
-            submission = read_submission(self.path)
+            submission = read_submission(self.path, _chapter_cells(self.report.assignment))
         except SubmissionReadError as err:
             report.messages.append(str(err))
             return Student(None, str(err))
         report.messages += submission.notes
-        hidden = [self.path.resolve().parent, *self.hide]
-        self.sandbox = Sandbox(submission.cells, limits=self.limits, hide=hidden)
+        self.sandbox = Sandbox(submission.cells, limits=self.limits, hide=self.hide)
         try:
             info = self.sandbox.loaded()
         except SubmissionError as err:
@@ -303,7 +312,12 @@ def grade_many(
     """Grade several submissions of assignment ``slug`` in one pytest session."""
     if slug not in assignments():
         raise ValueError(f"unknown assignment {slug!r}; known: {', '.join(assignments())}")
-    entries = {key: _Entry(slug, path, limits or Limits(), list(hide or [])) for key, path in paths.items()}
+    # The submissions' folder is hidden from every sandbox (students must not read each
+    # other's work); one list for the whole session, so that one zygote serves it.
+    folders = [str(Path(p).resolve().parent) for p in paths.values()]
+    common = Path(os.path.commonpath(folders)) if folders else None
+    hidden = [*([common] if common and common != Path("/") else folders), *(hide or [])]
+    entries = {key: _Entry(slug, path, limits or Limits(), hidden) for key, path in paths.items()}
     try:
         results = run_suite(slug, entries, public_only=public_only)
     finally:

@@ -3,10 +3,15 @@
 Nothing here executes student code. A notebook's code cells are kept in order, except
 nbgrader's graded test cells (the grader runs its own tests) and IPython magics and shell
 escapes, which are blanked so that line numbers still match the student's notebook.
+
+Cells that are the chapter's own, unchanged (its demonstrations, figures and experiments:
+seconds of work that grade nothing), are reduced to their imports and constants. The
+student's solution cells and any cell the student added or changed run in full.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from dataclasses import dataclass, field
@@ -48,12 +53,45 @@ def _strip_magics(source: str) -> str:
     return "\n".join("" if _MAGIC.match(line) else line for line in lines) + "\n"
 
 
-def _is_test_cell(cell: dict) -> bool:
+def _normalize(source: str) -> str:
+    return "\n".join(line.rstrip() for line in source.strip().splitlines())
+
+
+def imports_and_constants(source: str) -> str:
+    """Only the imports and the literal constants of a chapter cell (``EPS = 1e-5``)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return ""
+    lines = source.splitlines()
+    kept = []
+    for node in tree.body:
+        literal = isinstance(node, ast.Assign) and isinstance(node.value, (ast.Constant, ast.Tuple))
+        if isinstance(node, (ast.Import, ast.ImportFrom)) or literal:
+            try:
+                if literal:
+                    ast.literal_eval(node.value)
+            except ValueError:
+                continue
+            kept.append("\n".join(lines[node.lineno - 1: node.end_lineno]))
+    return "\n".join(kept) + "\n"
+
+
+def _nbgrader(cell: dict) -> dict:
     meta = cell.get("metadata", {}).get("nbgrader", {}) if isinstance(cell.get("metadata"), dict) else {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def _is_test_cell(cell: dict) -> bool:
+    meta = _nbgrader(cell)
     return bool(meta.get("grade")) and not meta.get("solution")
 
 
-def read_notebook(path: Path, raw: bytes) -> Submission:
+def _is_solution_cell(cell: dict) -> bool:
+    return bool(_nbgrader(cell).get("solution"))
+
+
+def read_notebook(path: Path, raw: bytes, chapter_cells: frozenset = frozenset()) -> Submission:
     text = _decode(raw, path)
     if not text.strip():
         raise SubmissionReadError(f"{path.name} is empty")
@@ -78,14 +116,33 @@ def read_notebook(path: Path, raw: bytes) -> Submission:
             continue
         if _is_test_cell(cell):
             continue
-        cells.append((f"cell {number}", _strip_magics(source)))
+        source = _strip_magics(source)
+        if _normalize(source) in chapter_cells and not _is_solution_cell(cell):
+            source = imports_and_constants(source)
+        cells.append((f"cell {number}", source))
     if not cells:
         notes.append(f"{path.name} has no code cells")
     return Submission(path, cells, notes)
 
 
-def read_submission(path: Path | str) -> Submission:
-    """The cells of a ``.ipynb`` or ``.py`` submission, or :class:`SubmissionReadError`."""
+def chapter_cells(slug: str) -> frozenset:
+    """The code cells of chapter ``slug`` as released (normalized sources), to recognize them."""
+    from . import notebooks
+
+    path = notebooks.CHAPTERS / f"{slug}.md"
+    if not path.is_file():
+        return frozenset()
+    nb = notebooks.generate(path, "instructor")
+    return frozenset(_normalize(_strip_magics(c.source)) for c in nb.cells
+                     if c.cell_type == "code" and not notebooks.nbgrader_meta(c))
+
+
+def read_submission(path: Path | str, chapter: frozenset = frozenset()) -> Submission:
+    """The cells of a ``.ipynb`` or ``.py`` submission, or :class:`SubmissionReadError`.
+
+    ``chapter`` holds the chapter's own code cells (:func:`chapter_cells`), which run
+    reduced to their imports and constants.
+    """
     path = Path(path)
     try:
         if path.stat().st_size > MAX_BYTES:
@@ -98,7 +155,7 @@ def read_submission(path: Path | str) -> Submission:
     except OSError as err:
         raise SubmissionReadError(f"{path}: cannot be read ({err.strerror})") from None
     if path.suffix == ".ipynb":
-        return read_notebook(path, raw)
+        return read_notebook(path, raw, chapter)
     if path.suffix == ".py":
         return Submission(path, [(path.name, _decode(raw, path))])
     raise SubmissionReadError(f"{path.name}: a submission is a .ipynb notebook or a .py file")

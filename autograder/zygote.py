@@ -52,10 +52,11 @@ def main():
     problem = os.environ.get("BNGRADE_SANDBOX_PROBLEM", "")
     import numpy  # noqa: F401  - the point of the zygote: imported once, shared by every fork
 
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        pass
+    for module in ("torch", "matplotlib.pyplot"):  # chapters import them; matplotlib builds its font cache
+        try:
+            __import__(module)
+        except ImportError:
+            pass
     launcher._libc.prctl(launcher.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # every child and orphan is reaped at once
     os.makedirs(WORKDIR, exist_ok=True)
