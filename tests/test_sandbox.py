@@ -310,3 +310,17 @@ def test_direct_launch_without_the_zygote(monkeypatch):
     assert result["x"] == 2 and set(result["seen"].split(",")) <= {".venv", ""}
     if os.geteuid() == 0:
         assert result["uid"] != 0
+
+
+def test_cli_check_prints_the_students_table(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(REFERENCE.replace("std = np.sqrt(var + eps)", "std = np.sqrt(var) + eps"))]
+    path = tmp_path / "my_ch02_bn_forward.ipynb"
+    nbformat.write(nb, path)
+    result = subprocess.run([sys.executable, "-m", "autograder", "check", str(path)], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["exercise", "status", "hint"]
+    rows = {line.split()[0]: line for line in lines[2:] if line.strip() and not line.startswith(" ")}
+    assert "FAILED" in rows["batchnorm_forward"] and "eps" in rows["batchnorm_forward"]
+    assert rows["update_running_stats"].split()[1] == "ok"
