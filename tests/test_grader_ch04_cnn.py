@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder.runner import grade
+from autograder.runner import grade, grade_many
 
 SLUG = "ch04_cnn"
 ROOT = Path(__file__).resolve().parents[1]
@@ -322,6 +322,7 @@ def reports(tmp_path_factory):
         path = folder / name
         path.write_text(source)
         out[name] = grade(SLUG, path)
+    out["folder"] = folder
     return out
 
 
@@ -371,3 +372,12 @@ def test_sandbox_ops_hold_no_reference():
     ops = (ROOT / "autograder" / "ops" / "torch_models.py").read_text()
     for forbidden in ("solutions", "mistakes", "correction=0", "unbiased=False", "var(", "sqrt("):
         assert forbidden not in ops, forbidden
+
+
+def test_one_session_grades_each_submission_on_its_own(reports):
+    """grade-all runs many submissions in one pytest session: nothing may leak between them."""
+    names = ["+".join(GROUPS[0]) + ".py", "reference.py", "+".join(GROUPS[1]) + ".py"]
+    together = grade_many(SLUG, {name: reports["folder"] / name for name in names})
+    for name in names:
+        alone = [(t.name, t.score, t.output) for t in reports[name].tests]
+        assert [(t.name, t.score, t.output) for t in together[name].tests] == alone, name

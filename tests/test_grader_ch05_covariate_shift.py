@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder.runner import grade
+from autograder.runner import grade, grade_many
 
 SLUG = "ch05_covariate_shift"
 ROOT = Path(__file__).resolve().parents[1]
@@ -295,6 +295,7 @@ def reports(tmp_path_factory):
         path = folder / name
         path.write_text(source)
         out[name] = grade(SLUG, path)
+    out["folder"] = folder
     return out
 
 
@@ -338,3 +339,12 @@ def test_missing_exercise_scores_zero_on_that_exercise_only(reports):
 def test_public_tests_need_no_reference():
     public = (ROOT / "autograder" / "suites" / SLUG / "test_public.py").read_text()
     assert "solutions" not in public and "mistakes" not in public
+
+
+def test_one_session_grades_each_submission_on_its_own(reports):
+    """grade-all runs many submissions in one pytest session: nothing may leak between them."""
+    names = ["+".join(GROUPS[0]) + ".py", "reference.py", "+".join(GROUPS[1]) + ".py"]
+    together = grade_many(SLUG, {name: reports["folder"] / name for name in names})
+    for name in names:
+        alone = [(t.name, t.score, t.output) for t in reports[name].tests]
+        assert [(t.name, t.score, t.output) for t in together[name].tests] == alone, name

@@ -132,7 +132,7 @@ BN_BUGS = ["unbiased", "eps_outside", "per_position", "per_sample", "reshape", "
            "reversed_momentum", "biased_running_var", "no_running_update", "batch_stats_in_eval"]
 
 
-def bn_mistake_runs(run, **kwargs):
+def bn_mistake_runs(run):
     """``{message: result of the harness on BuggyBatchNorm2d(bug)}`` for every known bug.
 
     ``run(namespace)`` runs ``autograder.ops.torch_models.bn_module_run`` on a namespace

@@ -12,6 +12,7 @@ build identical models from the same plain weights.
 """
 
 import contextlib
+import functools
 import traceback
 
 import numpy as np
@@ -20,8 +21,6 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from . import lookup
-
-torch.set_num_threads(1)  # tiny tensors: threads only cost time
 
 __all__ = [
     "bn_module_run",
@@ -35,6 +34,21 @@ __all__ = [
 ]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _harness(function):
+    """Run an operation with one thread (tiny tensors: threads only cost time) and leave the
+    caller's thread count and random state as they were (operations also run in notebooks)."""
+    @functools.wraps(function)
+    def run(*args, **kwargs):
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with torch.random.fork_rng(devices=[]):
+                return function(*args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+    return run
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -126,6 +140,7 @@ def _as_float(value):
 # ----------------------------------------------------------------------------- chapter 4
 
 
+@_harness
 def bn_module_run(namespace, class_name, init_args=(), init_kwargs=None, steps=(), dtype="float32",
                   parameters=None, buffers=None):
     """Build ``class_name(*init_args, **init_kwargs)`` and run a list of steps on it.
@@ -198,6 +213,7 @@ def _run_steps(module, steps, dtype, watch, records):
         records.append(record)
 
 
+@_harness
 def function_run(namespace, class_name, x, gamma, beta, eps, dout, dtype="float64", gradcheck=False):
     """``class_name.apply(x, gamma, beta, eps)`` and its backward for upstream gradient ``dout``.
 
@@ -329,6 +345,7 @@ def deterministic_init(model, seed):
                 b.copy_((0.5 + torch.rand(b.shape, generator=g, dtype=torch.float64)).to(b.dtype))
 
 
+@_harness
 def inspect_cnn(namespace, function_name, configs, x_by_channels, seed=0):
     """Build ``make_cnn(**kwargs)`` for each config and describe what was built.
 
@@ -381,13 +398,8 @@ def build_probe(weights):
     """
     H, D = np.shape(weights["fc1_weight"])
     K = np.shape(weights["fc2_weight"])[0]
-    model = nn.Sequential()
-    model.add_module("flatten", nn.Flatten())
-    model.add_module("fc1", nn.Linear(D, H))
-    model.add_module("bn", nn.BatchNorm1d(H))
-    model.add_module("relu", nn.ReLU())
-    model.add_module("probe", _Probe())
-    model.add_module("fc2", nn.Linear(H, K))
+    with torch.random.fork_rng(devices=[]):  # the layers' initial weights are overwritten anyway
+        model = _probe_layers(D, H, K)
     with torch.no_grad():
         for key, value in weights.items():
             layer, attr = key.split("_", 1)
@@ -395,6 +407,18 @@ def build_probe(weights):
     return model
 
 
+def _probe_layers(D, H, K):
+    model = nn.Sequential()
+    model.add_module("flatten", nn.Flatten())
+    model.add_module("fc1", nn.Linear(D, H))
+    model.add_module("bn", nn.BatchNorm1d(H))
+    model.add_module("relu", nn.ReLU())
+    model.add_module("probe", _Probe())
+    model.add_module("fc2", nn.Linear(H, K))
+    return model
+
+
+@_harness
 def evaluate_run(namespace, function_name, weights, X, y, batch_size=None, start_mode="train"):
     """The submission's ``evaluate(model, X, y[, batch_size])`` on :func:`build_probe` ``(weights)``.
 
@@ -421,6 +445,7 @@ def evaluate_run(namespace, function_name, weights, X, y, batch_size=None, start
 # ----------------------------------------------------------------------------- chapter 5
 
 
+@_harness
 def ics_metrics_run(namespace, function_name, pairs, dtype=None):
     """``ics_metrics(G, G_prime)`` for each pair, given as tensors; the inputs afterwards."""
     function = lookup(namespace, function_name)
@@ -443,29 +468,8 @@ def build_model(layers, dtype="float64"):
     (``weight``, ``bias``, ``running_mean``, ``running_var``), ``"relu"``, ``"tanh"``,
     ``"flatten"``, ``"maxpool"`` (``kernel``).
     """
-    modules = []
-    for spec in layers:
-        kind = spec["type"]
-        if kind == "conv":
-            out_c, in_c, k, _ = np.shape(spec["weight"])
-            m = nn.Conv2d(in_c, out_c, k, padding=spec.get("padding", 0), bias=spec.get("bias") is not None)
-        elif kind == "linear":
-            out_f, in_f = np.shape(spec["weight"])
-            m = nn.Linear(in_f, out_f, bias=spec.get("bias") is not None)
-        elif kind in ("bn1d", "bn2d"):
-            n = np.shape(spec["weight"])[0]
-            m = (nn.BatchNorm1d if kind == "bn1d" else nn.BatchNorm2d)(n)
-        elif kind == "relu":
-            m = nn.ReLU()
-        elif kind == "tanh":
-            m = nn.Tanh()
-        elif kind == "flatten":
-            m = nn.Flatten()
-        elif kind == "maxpool":
-            m = nn.MaxPool2d(spec.get("kernel", 2))
-        else:
-            raise ValueError(f"unknown layer type {kind!r}")
-        modules.append(m)
+    with torch.random.fork_rng(devices=[]):  # the layers' initial weights are overwritten anyway
+        modules = [_layer(spec) for spec in layers]
     model = nn.Sequential(*modules).to(DTYPES[dtype])
     with torch.no_grad():
         for spec, m in zip(layers, modules):
@@ -475,10 +479,36 @@ def build_model(layers, dtype="float64"):
     return model
 
 
+def _layer(spec):
+    """One module of :func:`build_model` (its weights are set by the caller)."""
+    kind = spec["type"]
+    if kind == "conv":
+        out_c, in_c, k, _ = np.shape(spec["weight"])
+        m = nn.Conv2d(in_c, out_c, k, padding=spec.get("padding", 0), bias=spec.get("bias") is not None)
+    elif kind == "linear":
+        out_f, in_f = np.shape(spec["weight"])
+        m = nn.Linear(in_f, out_f, bias=spec.get("bias") is not None)
+    elif kind in ("bn1d", "bn2d"):
+        n = np.shape(spec["weight"])[0]
+        m = (nn.BatchNorm1d if kind == "bn1d" else nn.BatchNorm2d)(n)
+    elif kind == "relu":
+        m = nn.ReLU()
+    elif kind == "tanh":
+        m = nn.Tanh()
+    elif kind == "flatten":
+        m = nn.Flatten()
+    elif kind == "maxpool":
+        m = nn.MaxPool2d(spec.get("kernel", 2))
+    else:
+        raise ValueError(f"unknown layer type {kind!r}")
+    return m
+
+
 def _loss(name):
     return {"cross_entropy": nn.CrossEntropyLoss(), "mse": nn.MSELoss()}[name]
 
 
+@_harness
 def ics_run(namespace, function_name, layers, x, y, calls, mode="train", loss="cross_entropy"):
     """``measure_ics(model, layer, x, y, loss_fn, lr)`` for each ``(layer, lr)`` in ``calls``.
 
@@ -498,6 +528,7 @@ def ics_run(namespace, function_name, layers, x, y, calls, mode="train", loss="c
     return out
 
 
+@_harness
 def landscape_run(namespace, function_name, layers, x, y, lr, multipliers, mode="train", loss="cross_entropy"):
     """``landscape_along_gradient(model, x, y, loss_fn, lr, multipliers)`` on a fresh model.
 
@@ -524,6 +555,7 @@ def _as_list(item):
     return _as_float(item)
 
 
+@_harness
 def noisy_bn_run(namespace, class_name, num_features, init_kwargs, train_xs, eval_x, seed=0, dout=None):
     """Build ``class_name(num_features, **init_kwargs)`` in float64 and run it.
 

@@ -18,7 +18,17 @@ from autograder.ops import torch_models as TM
 from autograder.sandbox import SubmissionError
 from solutions import ch04_cnn as ref
 
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread is faster. The thread count and the random state are restored
+    afterwards (the checks also run inside students' notebooks)."""
+    threads, state = torch.get_num_threads(), torch.get_rng_state()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    torch.set_rng_state(state)
+
 
 EXPECTED_KEYS = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
 
@@ -48,8 +58,16 @@ def student(student):
 
 
 @pytest.fixture(scope="module")
-def cache():
+def truth():
+    """Results of the reference and of the known mistakes: the same for every submission."""
     return {}
+
+
+@pytest.fixture(scope="module")
+def cache(student, truth):
+    """Results of sandbox calls shared by the tests of one submission (a fresh dict per
+    submission), and under "truth" those shared by all submissions."""
+    return {"truth": truth}
 
 
 def step(run, k):
@@ -127,11 +145,11 @@ def bn_runs(student, cache, case):
     """(student's run, nn.BatchNorm2d's run, lazy {message: run} of the known mistakes)."""
     kwargs = bn_kwargs(case)
     got = once(cache, ("bn", case[0]), lambda: student.op("torch_models.bn_module_run", "BatchNorm2d", **kwargs))
-    want = once(cache, ("bn-torch", case[0]),
+    want = once(cache["truth"], ("bn-torch", case[0]),
                 lambda: TM.bn_module_run({"BatchNorm2d": nn.BatchNorm2d}, "BatchNorm2d", **kwargs))
 
     def mistakes():
-        return once(cache, ("bn-mistakes", case[0]),
+        return once(cache["truth"], ("bn-mistakes", case[0]),
                     lambda: M.bn_mistake_runs(lambda ns: TM.bn_module_run(ns, "BatchNorm2d", **kwargs)))
     return got, want, mistakes
 
@@ -292,7 +310,7 @@ def fn_kwargs(case):
 def fn_runs(student, cache, case):
     kwargs = fn_kwargs(case)
     got = once(cache, ("fn", case[0]), lambda: student.op("torch_models.function_run", "BatchNormFunction", **kwargs))
-    want = once(cache, ("fn-ref", case[0]),
+    want = once(cache["truth"], ("fn-ref", case[0]),
                 lambda: TM.function_run({"BatchNormFunction": ref.BatchNormFunction}, "BatchNormFunction", **kwargs))
 
     def mistakes(index):
@@ -367,7 +385,7 @@ def cnn_inputs():
 def cnn_runs(student, cache):
     got = once(cache, "cnn", lambda: student.op("torch_models.inspect_cnn", "make_cnn", CNN_CONFIGS, cnn_inputs(),
                                                 seed=3))
-    want = once(cache, "cnn-ref", lambda: TM.inspect_cnn({"make_cnn": ref.make_cnn}, "make_cnn", CNN_CONFIGS,
+    want = once(cache["truth"], "cnn-ref", lambda: TM.inspect_cnn({"make_cnn": ref.make_cnn}, "make_cnn", CNN_CONFIGS,
                                                          cnn_inputs(), seed=3))
     return got, want
 
@@ -486,7 +504,7 @@ def eval_runs(student, cache, case):
     weights, X, y = probe_case(seeded("eval-" + name), N)
     kwargs = dict(batch_size=batch_size, start_mode=start)
     got = once(cache, ("eval", name), lambda: student.op("torch_models.evaluate_run", "evaluate", weights, X, y, **kwargs))
-    want = once(cache, ("eval-ref", name), lambda: TM.evaluate_run({"evaluate": ref.evaluate}, "evaluate", weights, X, y,
+    want = once(cache["truth"], ("eval-ref", name), lambda: TM.evaluate_run({"evaluate": ref.evaluate}, "evaluate", weights, X, y,
                                                                    **kwargs))
 
     def mistakes():

@@ -9,13 +9,24 @@ from torch import nn
 from autograder.feedback import Mismatch, check_array
 from autograder.ops import torch_models as TM
 
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread is faster. The thread count and the random state are restored
+    afterwards (the checks also run inside students' notebooks)."""
+    threads, state = torch.get_num_threads(), torch.get_rng_state()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    torch.set_rng_state(state)
+
 
 EXPECTED_KEYS = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
 
 
 @pytest.fixture(scope="module")
-def cache():
+def cache(student):
+    """Results of sandbox calls shared by the tests of one submission (a fresh dict per submission)."""
     return {}
 
 

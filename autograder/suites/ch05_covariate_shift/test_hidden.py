@@ -18,7 +18,17 @@ from autograder.ops import torch_models as TM
 from autograder.sandbox import SubmissionError
 from solutions import ch05_covariate_shift as ref
 
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread is faster. The thread count and the random state are restored
+    afterwards (the checks also run inside students' notebooks)."""
+    threads, state = torch.get_num_threads(), torch.get_rng_state()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    torch.set_rng_state(state)
+
 
 
 class _Guarded:
@@ -46,8 +56,16 @@ def student(student):
 
 
 @pytest.fixture(scope="module")
-def cache():
+def truth():
+    """Results of the reference and of the known mistakes: the same for every submission."""
     return {}
+
+
+@pytest.fixture(scope="module")
+def cache(student, truth):
+    """Results of sandbox calls shared by the tests of one submission (a fresh dict per
+    submission), and under "truth" those shared by all submissions."""
+    return {"truth": truth}
 
 
 def once(cache, key, compute):
@@ -168,7 +186,7 @@ def ics_runs(student, cache, dtype):
         pairs = [(a.astype(np.float32), b.astype(np.float32)) for a, b in pairs]
     got = once(cache, ("ics", dtype), lambda: student.op("torch_models.ics_metrics_run", "ics_metrics", pairs,
                                                          dtype=dtype))
-    want = once(cache, ("ics-ref", dtype), lambda: TM.ics_metrics_run({"f": ref.ics_metrics}, "f", pairs, dtype=dtype))
+    want = once(cache["truth"], ("ics-ref", dtype), lambda: TM.ics_metrics_run({"f": ref.ics_metrics}, "f", pairs, dtype=dtype))
     return pairs, got, want
 
 
@@ -231,10 +249,10 @@ def ics_case_runs(student, cache, case):
         return TM.ics_run(namespace, "measure_ics", layers, x, y, calls, mode=mode)
     got = once(cache, ("ics-run", name), lambda: student.op("torch_models.ics_run", "measure_ics", layers, x, y,
                                                             calls, mode=mode))
-    want = once(cache, ("ics-run-ref", name), lambda: run({"measure_ics": ref.measure_ics}))
+    want = once(cache["truth"], ("ics-run-ref", name), lambda: run({"measure_ics": ref.measure_ics}))
 
     def mistakes():
-        return once(cache, ("ics-run-mistakes", name), lambda: M.ics_mistake_runs(run))
+        return once(cache["truth"], ("ics-run-mistakes", name), lambda: M.ics_mistake_runs(run))
     return got, want, mistakes
 
 
@@ -296,10 +314,10 @@ def landscape_case_runs(student, cache, case):
         return TM.landscape_run(namespace, "landscape_along_gradient", layers, x, y, lr, multipliers)
     got = once(cache, ("ls", name), lambda: student.op("torch_models.landscape_run", "landscape_along_gradient",
                                                        layers, x, y, lr, multipliers))
-    want = once(cache, ("ls-ref", name), lambda: run({"landscape_along_gradient": ref.landscape_along_gradient}))
+    want = once(cache["truth"], ("ls-ref", name), lambda: run({"landscape_along_gradient": ref.landscape_along_gradient}))
 
     def mistakes():
-        return once(cache, ("ls-mistakes", name), lambda: M.landscape_mistake_runs(run))
+        return once(cache["truth"], ("ls-mistakes", name), lambda: M.landscape_mistake_runs(run))
     return got, want, mistakes
 
 
