@@ -255,7 +255,7 @@ class _Entry:
 PYTEST_ARGS = (
     "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "-p", "no:xdist", "-p", "no:unraisableexception",
     "-p", "no:threadexception", "-p", "no:faulthandler", "-p", "no:warnings", "-p", "no:legacypath", "-p", "no:logging",
-    "--import-mode=importlib", "-c", str(SUITES / "pytest.ini"), "--rootdir", str(SUITES),
+    "--tb=no", "--import-mode=importlib", "-c", str(SUITES / "pytest.ini"), "--rootdir", str(SUITES),
 )
 
 

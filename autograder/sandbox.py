@@ -261,6 +261,7 @@ class Sandbox:
         self.load_info: dict | None = None
         self.load_error: SubmissionError | None = None
         self.restarts = 0
+        self._retried = False
         self._current_cell: int | None = None
         self.skipped: dict[int, str] = {}  # cells that never finished, and why
 
@@ -312,6 +313,11 @@ class Sandbox:
             )
         except SubmissionError as err:
             running = self._current_cell
+            if err.kind in ("crash", "protocol") and running is None and not self._retried:
+                # The worker died before any of the submission's code ran: not the
+                # student's doing (an overloaded machine, a failed fork); start once more.
+                self._retried = True
+                return self._start()
             if (err.kind in ("timeout", "crash") and running is not None
                     and 0 <= running < len(self.cells) and running not in self.skipped
                     and len(self.skipped) < 3):
