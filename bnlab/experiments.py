@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bnlab.device import PROJECT_ROOT, load_average, provenance, seed_everything, select_device
+from bnlab.device import PROJECT_ROOT, git_revision, load_average, provenance, seed_everything, select_device
 from bnlab.train import (TrainConfig, build_model, classifier_sharpness, evaluate_in_train_mode, load_data,
                          time_training_steps, train)
 
@@ -52,7 +52,7 @@ PROFILES = ("quick", "record-cpu", "full")
 
 # Settings shared by every experiment of a profile; each experiment adds or overrides some.
 BASE = {
-    "quick": dict(train_size=2000, test_size=1000, train_eval_size=1000, epochs=1, batch_size=32,
+    "quick": dict(train_size=2000, test_size=1000, train_eval_size=500, epochs=1, batch_size=32,
                   lr=0.05, momentum=0.9, weight_decay=5e-4, schedule="onecycle", width=16,
                   augment=False, compile=False, eval_batch_size=500),
     "record-cpu": dict(train_size=4000, test_size=2000, train_eval_size=1000, epochs=1, batch_size=64,
@@ -66,7 +66,7 @@ BASE = {
 EXPERIMENTS = {
     "lr_sweep": {
         "doc": "BN vs no BN over a learning-rate grid",
-        "quick": dict(lrs=[0.03, 0.3]),
+        "quick": dict(lrs=[0.03, 0.3], sharpness_samples=256, sharpness_iters=20),
         "record-cpu": dict(lrs=[0.01, 0.03, 0.1, 0.3, 1.0], epochs=2),
         "full": dict(lrs=[0.01, 0.03, 0.1, 0.3, 1.0]),
     },
@@ -174,11 +174,12 @@ def exp_lr_sweep(cfg, data, device, hooks, progress):
     table = [_summary(h, use_bn=h["use_bn"], lr=h["lr"]) for h in runs]
     # Curvature of the classifier at initialization (why BN's loss jumps in the first steps).
     sharpness = {}
-    n = min(512, data.x_train.shape[0])
+    n = min(cfg.get("sharpness_samples", 512), data.x_train.shape[0])
     for use_bn in (True, False):
         model = build_model(_train_config(cfg, use_bn=use_bn), device, hooks.get("make_cnn"))
         model.train()
-        sharpness["bn" if use_bn else "no_bn"] = classifier_sharpness(model, data.x_train[:n], data.y_train[:n])
+        sharpness["bn" if use_bn else "no_bn"] = classifier_sharpness(
+            model, data.x_train[:n], data.y_train[:n], iters=cfg.get("sharpness_iters", 50))
     throughput = {
         "bn_images_per_s": _median([h["images_per_s"] for h in runs if h["use_bn"] and not h["diverged"]]),
         "no_bn_images_per_s": _median([h["images_per_s"] for h in runs if not h["use_bn"] and not h["diverged"]]),
@@ -342,6 +343,7 @@ def run(name: str, quick: bool = True, *, profile: str | None = None, device="au
     dev = select_device(device)
     seed_everything(seed)
     load_at_start = load_average()
+    revision = git_revision()          # the code that runs, before anyone changes the tree
     t0 = time.perf_counter()
     if data is None:
         data = load_data(dev, cfg.get("train_size"), cfg.get("test_size"), seed=seed, root=data_root)
@@ -359,7 +361,7 @@ def run(name: str, quick: bool = True, *, profile: str | None = None, device="au
         "schema_version": SCHEMA_VERSION,
         "profile": profile,
         "description": EXPERIMENTS[name]["doc"],
-        "provenance": provenance(dev, wall_time_s=wall, load_average_start=load_at_start),
+        "provenance": provenance(dev, wall_time_s=wall, load_average_start=load_at_start, git=revision),
         "config": cfg,
         "results": results,
     }

@@ -43,15 +43,27 @@ def smooth(values, window: int | None = None) -> np.ndarray:
     return out
 
 
+CHANCE = 0.15   # ten balanced classes: 10% is chance; at most 15% means "did not learn"
+
+
 def _fmt_acc(value, diverged=False) -> str:
     if diverged:
         return "diverged"
     if value is None:
         return "-"
-    return f"{100 * value:.1f}%"
+    return f"{100 * value:.1f}%" + (" (chance)" if value <= CHANCE else "")
 
 
-def _md_table(header: list[str], rows: list[list]) -> str:
+def outcome(row: dict) -> str:
+    """``"diverged"`` (non-finite loss), ``"chance"`` (finished at chance accuracy) or ``"trained"``."""
+    if row.get("diverged"):
+        return "diverged"
+    acc = row.get("final_test_acc")
+    return "chance" if acc is None or acc <= CHANCE else "trained"
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A Markdown table (display it with IPython.display.Markdown)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -108,7 +120,7 @@ def table_lr_sweep(result: dict) -> str:
             r = next(r for r in table if r["lr"] == lr and r["use_bn"] == use_bn)
             row.append(_fmt_acc(r["final_test_acc"], r["diverged"]))
         rows.append(row)
-    return _md_table(["learning rate", "test accuracy with BN", "test accuracy without BN"], rows)
+    return markdown_table(["learning rate", "test accuracy with BN", "test accuracy without BN"], rows)
 
 
 def plot_init_scale(result: dict):
@@ -151,7 +163,7 @@ def table_init_scale(result: dict) -> str:
             r = next(r for r in table if r["init_scale"] == s and r["use_bn"] == use_bn)
             row.append(_fmt_acc(r["final_test_acc"], r["diverged"]))
         rows.append(row)
-    return _md_table(["scale s", "test accuracy with BN", "test accuracy without BN"], rows)
+    return markdown_table(["scale s", "test accuracy with BN", "test accuracy without BN"], rows)
 
 
 def plot_batch_size(result: dict):
@@ -199,7 +211,7 @@ def table_batch_size(result: dict) -> str:
         r_no = next(r for r in table if r["batch_size"] == bs and not r["use_bn"])
         rows.append([bs, f"{r_bn['lr']:.4g}", r_bn["steps"], _fmt_acc(r_bn["final_test_acc"], r_bn["diverged"]),
                      _fmt_acc(r_no["final_test_acc"], r_no["diverged"])])
-    return _md_table(["batch size", "learning rate", "steps", "test accuracy with BN", "test accuracy without BN"],
+    return markdown_table(["batch size", "learning rate", "steps", "test accuracy with BN", "test accuracy without BN"],
                      rows)
 
 
@@ -235,7 +247,7 @@ def table_eval_bug(result: dict) -> str:
     header = ["evaluation batch", "accuracy without model.eval()",
               "accuracy with model.eval() afterwards (running statistics overwritten)"]
     return (f"Correct evaluation (model.eval()): **{_fmt_acc(res['eval_mode_acc'])}**\n\n"
-            + _md_table(header, rows))
+            + markdown_table(header, rows))
 
 
 VARIANT_LABELS = {"no_bn": "no BN", "torch": "nn.BatchNorm2d", "module": "BatchNorm2d (tensor ops)",
@@ -285,20 +297,31 @@ def table_custom_bn(result: dict) -> str:
         acc = "-" if run is None else _fmt_acc(run["final_test_acc"], run["diverged"])
         rows.append([VARIANT_LABELS[n], f"{1000 * timing[n]['median_s']:.1f}",
                      f"{res['step_time_ratio_to_torch'][n]:.2f}", f"{timing[n]['images_per_s']:.0f}", acc])
-    return _md_table(["BN layer", f"ms per step (batch {batch})", "time / nn.BatchNorm2d", "images/s",
+    return markdown_table(["BN layer", f"ms per step (batch {batch})", "time / nn.BatchNorm2d", "images/s",
                       "test accuracy"], rows)
 
 
 def table_throughput(results: list[dict]) -> str:
-    """Images per second of BN and no-BN training from several results (e.g. recorded and live)."""
+    """Images per second of BN and no-BN training from several results (e.g. recorded and live).
+
+    The width of the network, the batch size and the load average of the machine (1-minute
+    value at the start and at the end of the experiment) come with each row: CPU timings of
+    a shared machine depend on them.
+    """
     rows = []
     for result in results:
         thr = result["results"].get("throughput")
-        if thr:
-            rows.append([source_label(result), result["config"].get("batch_size"),
-                         f"{thr['bn_images_per_s']:.0f}" if thr["bn_images_per_s"] else "-",
-                         f"{thr['no_bn_images_per_s']:.0f}" if thr["no_bn_images_per_s"] else "-"])
-    return _md_table(["run", "batch size", "images/s with BN", "images/s without BN"], rows)
+        if not thr:
+            continue
+        prov = result["provenance"]
+        start, end = prov.get("load_average_start"), prov.get("load_average")
+        load = f"{start[0]:.1f} / {end[0]:.1f}" if start and end else "-"
+        rows.append([source_label(result), result["config"].get("width"), result["config"].get("batch_size"),
+                     f"{thr['bn_images_per_s']:.0f}" if thr["bn_images_per_s"] else "-",
+                     f"{thr['no_bn_images_per_s']:.0f}" if thr["no_bn_images_per_s"] else "-", load])
+    return markdown_table(["run", "width", "batch size", "images/s with BN", "images/s without BN",
+                           "load average (start / end)"], rows)
 
 
-__all__ = [name for name in dir() if name.startswith(("plot_", "table_"))] + ["smooth", "source_label"]
+__all__ = [name for name in dir() if name.startswith(("plot_", "table_"))] + [
+    "smooth", "source_label", "markdown_table", "outcome", "CHANCE"]

@@ -289,3 +289,29 @@ def test_config_validation():
         TrainConfig(batch_size=0)
     cfg = TrainConfig.from_dict({"lr": 0.3, "lrs": [1, 2], "use_bn": False})
     assert cfg.lr == 0.3 and cfg.use_bn is False
+
+
+def test_gpu_fast_paths_run_on_cpu(data):
+    """channels_last and bfloat16 autocast (the CUDA path) also run on the CPU when forced."""
+    h, model = train(small(channels_last=True, amp=True, max_steps=4), data, return_model=True)
+    assert h["channels_last"] is True and h["amp"] == "bfloat16"
+    assert count_modules(model, Float32BatchNorm) == 4                # BN kept in float32
+    assert all(v is not None for v in h["step_loss"]) and 0 <= h["final_test_acc"] <= 1
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_auto_fast_paths_are_off_on_cpu(data):
+    h = train(small(max_steps=2), data)
+    assert h["channels_last"] is False and h["amp"] is None and h["compiled"] is False
+
+
+def test_a_failing_compile_falls_back_to_eager(data, monkeypatch):
+    def broken_compile(model, **kwargs):
+        def fail(*args, **kw):
+            raise RuntimeError("no compiler here")
+        return fail
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    with pytest.warns(UserWarning, match="torch.compile failed"):
+        h = train(small(compile=True, max_steps=3), data)
+    assert h["compiled"] is False and h["steps"] == 3
