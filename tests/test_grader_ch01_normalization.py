@@ -2,16 +2,11 @@
 costs points on its own exercise only and is named in the feedback."""
 
 import textwrap
-from pathlib import Path
 
-import nbformat
-import pytest
-
-from autograder.runner import grade
+from grading import RELEASED_TEST_CELL, GraderTests, notebook, one_per_submission, reference, without
 
 SLUG = "ch01_normalization"
-ROOT = Path(__file__).resolve().parents[1]
-REF = (ROOT / "solutions" / f"{SLUG}.py").read_text()
+REF = reference(SLUG)
 EXERCISES = ["standardize", "apply_standardization", "condition_number", "gd_least_squares"]
 
 
@@ -63,24 +58,13 @@ ALTERNATIVE = textwrap.dedent('''
 ''')
 
 
-def notebook(source):
-    """The alternative as a notebook: one cell per function, a magic, and a failing graded cell."""
-    nb = nbformat.v4.new_notebook()
-    nb.cells.append(nbformat.v4.new_markdown_cell("# Chapter 1 exercises"))
-    nb.cells.append(nbformat.v4.new_code_cell("%matplotlib inline\nimport numpy as np"))
-    for chunk in source.split("\n\n\ndef ")[1:]:
-        nb.cells.append(nbformat.v4.new_code_cell("def " + chunk.strip()))
-    graded = nbformat.v4.new_code_cell("assert False, 'a test cell of the released notebook'")
-    graded.metadata["nbgrader"] = {"grade": True, "solution": False, "grade_id": "check", "points": 1,
-                                   "locked": True, "schema_version": 3}
-    nb.cells.append(graded)
-    return nbformat.writes(nb)
-
-
 CORRECT = {
     "reference.py": REF,
     "alternative.py": ALTERNATIVE,
-    "alternative.ipynb": notebook(ALTERNATIVE),
+    # The alternative as a notebook: one cell per function, a magic, and a failing graded cell.
+    "alternative.ipynb": notebook([("markdown", "# Chapter 1 exercises"), "%matplotlib inline\nimport numpy as np",
+                                   *("def " + chunk.strip() for chunk in ALTERNATIVE.split("\n\n\ndef ")[1:])],
+                                  graded=RELEASED_TEST_CELL),
     # X.T @ X without / N has the same condition number: not a mistake.
     "gram_without_n.py": patch("H = X.T @ X / X.shape[0]", "H = X.T @ X"),
 }
@@ -176,61 +160,7 @@ BUGGY = {
 MISSING = "condition_number"
 
 
-def _without(source, name):
-    start = source.index(f"def {name}(")
-    end = source.index("\ndef ", start + 1)
-    return source[:start] + source[end:]
-
-
-@pytest.fixture(scope="module")
-def reports(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("submissions")
-    sources = dict(CORRECT)
-    sources.update({f"{name}.py": source for name, (source, _, _) in BUGGY.items()})
-    sources["missing.py"] = _without(REF, MISSING)
-    out = {}
-    for name, source in sources.items():
-        path = folder / name
-        path.write_text(source)
-        out[name] = grade(SLUG, path)
-    return out
-
-
-def failures(report, exercise):
-    return "\n".join(t.output for t in report.tests if t.exercise == exercise and t.status == "failed")
-
-
-@pytest.mark.parametrize("name", list(CORRECT))
-def test_correct_submissions_get_full_marks(reports, name):
-    report = reports[name]
-    failed = [(t.name, t.output) for t in report.tests if t.status != "passed"]
-    assert report.score == report.max_score and not failed, failed
-    assert set(report.by_exercise()) == set(EXERCISES)
-    assert 10 <= min(total for _, total in report.by_exercise().values())
-    assert max(total for _, total in report.by_exercise().values()) <= 25
-
-
-@pytest.mark.parametrize("name", list(BUGGY))
-def test_each_mistake_is_caught_and_named(reports, name):
-    _, exercise, phrase = BUGGY[name]
-    report = reports[f"{name}.py"]
-    scores = report.by_exercise()
-    assert report.score < report.max_score
-    assert scores[exercise][0] < scores[exercise][1]
-    for other, (score, total) in scores.items():
-        if other != exercise:
-            assert score == total, (other, [t.output for t in report.tests if t.exercise == other and t.status == "failed"])
-    text = failures(report, exercise)
-    assert phrase in text, text
-
-
-def test_missing_exercise_scores_zero_on_that_exercise_only(reports):
-    report = reports["missing.py"]
-    for exercise, (score, total) in report.by_exercise().items():
-        assert score == (0 if exercise == MISSING else total), exercise
-    assert f"does not define {MISSING!r}" in failures(report, MISSING)
-
-
-def test_public_tests_need_no_reference():
-    public = (ROOT / "autograder" / "suites" / SLUG / "test_public.py").read_text()
-    assert "solutions" not in public and "mistakes" not in public
+class TestGrader(GraderTests):
+    slug, exercises, correct = SLUG, EXERCISES, CORRECT
+    sources, mistakes = one_per_submission(BUGGY)
+    missing = {"missing.py": (MISSING, without(REF, MISSING))}

@@ -2,16 +2,11 @@
 costs points on its own exercise only and is named in the feedback."""
 
 import textwrap
-from pathlib import Path
 
-import nbformat
-import pytest
-
-from autograder.runner import grade
+from grading import GraderTests, notebook, one_per_submission, reference
 
 SLUG = "ch03_bn_backward"
-ROOT = Path(__file__).resolve().parents[1]
-REF = (ROOT / "solutions" / f"{SLUG}.py").read_text()
+REF = reference(SLUG)
 EXERCISES = ["numerical_gradient", "batchnorm_backward", "batchnorm_backward_compact", "spatial_batchnorm_backward"]
 
 # A correct spatial backward that does not call batchnorm_backward_compact (summing over
@@ -110,24 +105,13 @@ ALTERNATIVE = textwrap.dedent('''
 ''') + SPATIAL_ALONE
 
 
-def notebook(source):
-    """The alternative as a notebook: one cell per function, a magic, and a failing graded cell."""
-    nb = nbformat.v4.new_notebook()
-    nb.cells.append(nbformat.v4.new_markdown_cell("# Chapter 3 exercises"))
-    nb.cells.append(nbformat.v4.new_code_cell("%load_ext autoreload\nimport numpy as np"))
-    for chunk in source.split("\ndef ")[1:]:
-        nb.cells.append(nbformat.v4.new_code_cell("def " + chunk.strip()))
-    graded = nbformat.v4.new_code_cell("raise AssertionError('a test cell of the released notebook')")
-    graded.metadata["nbgrader"] = {"grade": True, "solution": False, "grade_id": "check", "points": 1,
-                                   "locked": True, "schema_version": 3}
-    nb.cells.append(graded)
-    return nbformat.writes(nb)
-
-
 CORRECT = {
     "reference.py": REF,
     "alternative.py": ALTERNATIVE,
-    "alternative.ipynb": notebook(ALTERNATIVE),
+    # The alternative as a notebook: one cell per function, a magic, and a failing graded cell.
+    "alternative.ipynb": notebook([("markdown", "# Chapter 3 exercises"), "%load_ext autoreload\nimport numpy as np",
+                                   *("def " + chunk.strip() for chunk in ALTERNATIVE.split("\ndef ")[1:])],
+                                  graded="raise AssertionError('a test cell of the released notebook')"),
 }
 
 ONE_SIDED = '''
@@ -218,55 +202,7 @@ BUGGY = {
 MISSING = "spatial_batchnorm_backward"
 
 
-@pytest.fixture(scope="module")
-def reports(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("submissions")
-    sources = dict(CORRECT)
-    sources.update({f"{name}.py": source for name, (source, _, _) in BUGGY.items()})
-    sources["missing.py"] = without(REF, MISSING)
-    out = {}
-    for name, source in sources.items():
-        path = folder / name
-        path.write_text(source)
-        out[name] = grade(SLUG, path)
-    return out
-
-
-def failures(report, exercise):
-    return "\n".join(t.output for t in report.tests if t.exercise == exercise and t.status == "failed")
-
-
-@pytest.mark.parametrize("name", list(CORRECT))
-def test_correct_submissions_get_full_marks(reports, name):
-    report = reports[name]
-    failed = [(t.name, t.output) for t in report.tests if t.status != "passed"]
-    assert report.score == report.max_score and not failed, failed
-    assert set(report.by_exercise()) == set(EXERCISES)
-    assert 10 <= min(total for _, total in report.by_exercise().values())
-    assert max(total for _, total in report.by_exercise().values()) <= 25
-
-
-@pytest.mark.parametrize("name", list(BUGGY))
-def test_each_mistake_is_caught_and_named(reports, name):
-    _, exercise, phrase = BUGGY[name]
-    report = reports[f"{name}.py"]
-    scores = report.by_exercise()
-    assert report.score < report.max_score
-    assert scores[exercise][0] < scores[exercise][1]
-    for other, (score, total) in scores.items():
-        if other != exercise:
-            assert score == total, (other, failures(report, other))
-    text = failures(report, exercise)
-    assert phrase in text, text
-
-
-def test_missing_exercise_scores_zero_on_that_exercise_only(reports):
-    report = reports["missing.py"]
-    for exercise, (score, total) in report.by_exercise().items():
-        assert score == (0 if exercise == MISSING else total), exercise
-    assert f"does not define {MISSING!r}" in failures(report, MISSING)
-
-
-def test_public_tests_need_no_reference():
-    public = (ROOT / "autograder" / "suites" / SLUG / "test_public.py").read_text()
-    assert "solutions" not in public and "mistakes" not in public
+class TestGrader(GraderTests):
+    slug, exercises, correct = SLUG, EXERCISES, CORRECT
+    sources, mistakes = one_per_submission(BUGGY)
+    missing = {"missing.py": (MISSING, without(REF, MISSING))}

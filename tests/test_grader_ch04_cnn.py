@@ -1,29 +1,18 @@
 """Grading the grader of chapter 4: correct submissions get full marks, each common mistake
 costs points on its own exercise only and is named in the feedback.
 
-A graded submission costs a few seconds (the sandbox imports torch), so mistakes in
-*different* exercises share a submission: each buggy submission holds at most one bug per
-exercise, and exercises without a bug must keep full marks.
+Bugs of different exercises share a submission, one bug per exercise at most
+(``grading.bug_groups``), so that fewer submissions are graded; in each, the exercises
+without a bug must keep full marks.
 """
 
 import textwrap
-from pathlib import Path
 
-import nbformat
-import pytest
-
-from autograder.runner import grade, grade_many
+from grading import ROOT, GraderSessionTests, blocks_notebook, bug_groups, grouped, patch_once, reference, without
 
 SLUG = "ch04_cnn"
-ROOT = Path(__file__).resolve().parents[1]
-REF = (ROOT / "solutions" / f"{SLUG}.py").read_text()
+REF = reference(SLUG)
 EXERCISES = ["BatchNorm2d", "BatchNormFunction", "make_cnn", "evaluate"]
-
-
-def patch(old, new, source=REF):
-    """``source`` with one exact text replaced (the text must occur exactly once)."""
-    assert source.count(old) == 1, f"not found exactly once: {old!r}"
-    return source.replace(old, new)
 
 
 # A correct submission written differently: own BN inside make_cnn, staged backward, other names.
@@ -114,29 +103,15 @@ def alt_bn(*pairs):
     """The alternative BatchNorm2d with replacements, to append after the reference."""
     source = ALT_BN
     for old, new in pairs:
-        source = patch(old, new, source)
+        source = patch_once(old, new, source)
     return source
-
-
-def notebook(source):
-    """A notebook: imports with a magic, one cell per definition, and a graded test cell to skip."""
-    nb = nbformat.v4.new_notebook()
-    nb.cells.append(nbformat.v4.new_markdown_cell("# Chapter 4 exercises"))
-    chunks = source.split("\n\n\n")
-    nb.cells.append(nbformat.v4.new_code_cell("%matplotlib inline\n" + chunks[0]))
-    for chunk in chunks[1:]:
-        nb.cells.append(nbformat.v4.new_code_cell(chunk.strip()))
-    graded = nbformat.v4.new_code_cell("assert False, 'a test cell of the released notebook'")
-    graded.metadata["nbgrader"] = {"grade": True, "solution": False, "grade_id": "check", "points": 1,
-                                   "locked": True, "schema_version": 3}
-    nb.cells.append(graded)
-    return nbformat.writes(nb)
 
 
 CORRECT = {
     "reference.py": REF,
     "alternative.py": ALTERNATIVE,
-    "alternative.ipynb": notebook(ALTERNATIVE),
+    # A notebook: imports with a magic, one cell per definition, and a graded test cell to skip.
+    "alternative.ipynb": blocks_notebook("# Chapter 4 exercises", ALTERNATIVE),
 }
 
 # name: (exercise, how to make it from a source, a phrase its feedback must contain)
@@ -280,91 +255,15 @@ BUGS = {
 }
 
 
-def build(names):
-    source, appended = REF, []
-    for name in names:
-        how = BUGS[name][1]
-        for old, new in how.get("patch", []):
-            source = patch(old, new, source)
-        if "append" in how:
-            appended.append(how["append"])
-    return "\n\n".join([source, *appended])
-
-
-def _groups():
-    """Submissions holding one bug of each exercise at most."""
-    by_exercise = {}
-    for name, (exercise, _, _) in BUGS.items():
-        by_exercise.setdefault(exercise, []).append(name)
-    width = max(len(v) for v in by_exercise.values())
-    return [tuple(v[i] for v in by_exercise.values() if i < len(v)) for i in range(width)]
-
-
-GROUPS = _groups()
-GROUP_OF = {name: group for group in GROUPS for name in group}
+# Submissions holding one bug of each exercise at most.
+GROUPS = bug_groups({name: exercise for name, (exercise, _, _) in BUGS.items()})
 MISSING = "make_cnn"
 
 
-def _without(source, name):
-    start = source.index(f"def {name}(")
-    end = source.index("\ndef ", start + 1)
-    return source[:start] + source[end:]
-
-
-@pytest.fixture(scope="module")
-def reports(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("submissions")
-    sources = dict(CORRECT)
-    sources.update({"+".join(group) + ".py": build(group) for group in GROUPS})
-    sources["missing.py"] = _without(REF, MISSING)
-    out = {}
-    for name, source in sources.items():
-        path = folder / name
-        path.write_text(source)
-        out[name] = grade(SLUG, path)
-    out["folder"] = folder
-    return out
-
-
-def failures(report, exercise):
-    return "\n".join(t.output for t in report.tests if t.exercise == exercise and t.status == "failed")
-
-
-@pytest.mark.parametrize("name", list(CORRECT))
-def test_correct_submissions_get_full_marks(reports, name):
-    report = reports[name]
-    failed = [(t.name, t.output) for t in report.tests if t.status != "passed"]
-    assert report.score == report.max_score and not failed, failed
-    assert set(report.by_exercise()) == set(EXERCISES)
-    assert 10 <= min(total for _, total in report.by_exercise().values())
-    assert max(total for _, total in report.by_exercise().values()) <= 25
-
-
-@pytest.mark.parametrize("name", list(BUGS))
-def test_each_mistake_is_caught_and_named(reports, name):
-    exercise, _, phrase = BUGS[name]
-    group = GROUP_OF[name]
-    report = reports["+".join(group) + ".py"]
-    scores = report.by_exercise()
-    assert scores[exercise][0] < scores[exercise][1]
-    buggy = {BUGS[n][0] for n in group}
-    for other, (score, total) in scores.items():
-        if other not in buggy:
-            assert score == total, (other, failures(report, other))
-    text = failures(report, exercise)
-    assert phrase in text, text
-
-
-def test_missing_exercise_scores_zero_on_that_exercise_only(reports):
-    report = reports["missing.py"]
-    for exercise, (score, total) in report.by_exercise().items():
-        assert score == (0 if exercise == MISSING else total), exercise
-    assert f"does not define {MISSING!r}" in failures(report, MISSING)
-
-
-def test_public_tests_need_no_reference():
-    public = (ROOT / "autograder" / "suites" / SLUG / "test_public.py").read_text()
-    assert "solutions" not in public and "mistakes" not in public
+class TestGrader(GraderSessionTests):
+    slug, exercises, correct = SLUG, EXERCISES, CORRECT
+    sources, mistakes = grouped(REF, BUGS, GROUPS)
+    missing = {"missing.py": (MISSING, without(REF, MISSING))}
 
 
 def test_sandbox_ops_hold_no_reference():
@@ -373,11 +272,3 @@ def test_sandbox_ops_hold_no_reference():
     for forbidden in ("solutions", "mistakes", "correction=0", "unbiased=False", "var(", "sqrt("):
         assert forbidden not in ops, forbidden
 
-
-def test_one_session_grades_each_submission_on_its_own(reports):
-    """grade-all runs many submissions in one pytest session: nothing may leak between them."""
-    names = ["+".join(GROUPS[0]) + ".py", "reference.py", "+".join(GROUPS[1]) + ".py"]
-    together = grade_many(SLUG, {name: reports["folder"] / name for name in names})
-    for name in names:
-        alone = [(t.name, t.score, t.output) for t in reports[name].tests]
-        assert [(t.name, t.score, t.output) for t in together[name].tests] == alone, name

@@ -1,29 +1,18 @@
 """Grading the grader of chapter 5: correct submissions get full marks, each common mistake
 costs points on its own exercise only and is named in the feedback.
 
-A graded submission costs a few seconds (the sandbox imports torch), so mistakes in
-*different* exercises share a submission: each buggy submission holds at most one bug per
-exercise, and exercises without a bug must keep full marks.
+Bugs share submissions as in chapter 4, one per exercise at most (``grading.bug_groups``);
+the exercises of a submission without a bug of their own keep full marks, but measure_ics,
+which calls the submission's ics_metrics, may lose points with it (``DEPENDS``).
 """
 
 import textwrap
-from pathlib import Path
 
-import nbformat
-import pytest
-
-from autograder.runner import grade, grade_many
+from grading import GraderSessionTests, blocks_notebook, bug_groups, grouped, patch_once, reference, without
 
 SLUG = "ch05_covariate_shift"
-ROOT = Path(__file__).resolve().parents[1]
-REF = (ROOT / "solutions" / f"{SLUG}.py").read_text()
+REF = reference(SLUG)
 EXERCISES = ["ics_metrics", "measure_ics", "landscape_along_gradient", "NoisyBatchNorm2d"]
-
-
-def patch(old, new, source=REF):
-    """``source`` with one exact text replaced (the text must occur exactly once)."""
-    assert source.count(old) == 1, f"not found exactly once: {old!r}"
-    return source.replace(old, new)
 
 
 # A correct submission written differently: deep copies and .backward() instead of functional calls,
@@ -116,25 +105,11 @@ PARTS = {"ics_metrics": ALT_ICS, "measure_ics": ALT_MEASURE, "landscape_along_gr
 ALTERNATIVE = HEADER + "".join(PARTS.values())
 
 
-def notebook(source):
-    """A notebook: imports with a magic, one cell per definition, and a graded test cell to skip."""
-    nb = nbformat.v4.new_notebook()
-    nb.cells.append(nbformat.v4.new_markdown_cell("# Chapter 5 exercises"))
-    chunks = source.split("\n\n\n")
-    nb.cells.append(nbformat.v4.new_code_cell("%matplotlib inline\n" + chunks[0]))
-    for chunk in chunks[1:]:
-        nb.cells.append(nbformat.v4.new_code_cell(chunk.strip()))
-    graded = nbformat.v4.new_code_cell("assert False, 'a test cell of the released notebook'")
-    graded.metadata["nbgrader"] = {"grade": True, "solution": False, "grade_id": "check", "points": 1,
-                                   "locked": True, "schema_version": 3}
-    nb.cells.append(graded)
-    return nbformat.writes(nb)
-
-
 CORRECT = {
     "reference.py": REF,
     "alternative.py": ALTERNATIVE,
-    "alternative.ipynb": notebook(ALTERNATIVE),
+    # A notebook: imports with a magic, one cell per definition, and a graded test cell to skip.
+    "alternative.ipynb": blocks_notebook("# Chapter 5 exercises", ALTERNATIVE),
 }
 
 
@@ -142,7 +117,7 @@ def alt(exercise, *pairs):
     """One exercise of the alternative with replacements (appended after the reference)."""
     source = PARTS[exercise]
     for old, new in pairs:
-        source = patch(old, new, source)
+        source = patch_once(old, new, source)
     return HEADER + source
 
 
@@ -245,28 +220,12 @@ BUGS = {
 }
 
 
-def build(names):
-    source, appended = REF, []
-    for name in names:
-        how = BUGS[name][1]
-        for old, new in how.get("patch", []):
-            source = patch(old, new, source)
-        if "append" in how:
-            appended.append(how["append"])
-    return "\n\n".join([source, *appended])
-
-
 def _groups():
     """Submissions holding one bug of each exercise at most. measure_ics calls the submission's
     ics_metrics, so the ics_metrics bugs go into submissions whose measure_ics has no bug of its own."""
-    by_exercise = {}
-    for name, (exercise, _, _) in BUGS.items():
-        by_exercise.setdefault(exercise, []).append(name)
-    shift = len(by_exercise["measure_ics"])
-    width = max(shift + len(by_exercise["ics_metrics"]), *(len(v) for v in by_exercise.values()))
-    slots = {exercise: ([None] * shift + names if exercise == "ics_metrics" else names)
-             for exercise, names in by_exercise.items()}
-    return [tuple(v[i] for v in slots.values() if i < len(v) and v[i]) for i in range(width)]
+    exercise_of = {name: exercise for name, (exercise, _, _) in BUGS.items()}
+    shift = sum(exercise == "measure_ics" for exercise in exercise_of.values())
+    return bug_groups(exercise_of, delay={"ics_metrics": shift})
 
 
 # An exercise that calls another one may lose points with it.
@@ -274,77 +233,10 @@ DEPENDS = {"measure_ics": "ics_metrics"}
 
 
 GROUPS = _groups()
-GROUP_OF = {name: group for group in GROUPS for name in group}
 MISSING = "landscape_along_gradient"
 
 
-def _without(source, name):
-    start = source.index(f"def {name}(")
-    ends = [i for i in (source.find("\ndef ", start + 1), source.find("\nclass ", start + 1)) if i >= 0]
-    return source[:start] + (source[min(ends):] if ends else "")
-
-
-@pytest.fixture(scope="module")
-def reports(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("submissions")
-    sources = dict(CORRECT)
-    sources.update({"+".join(group) + ".py": build(group) for group in GROUPS})
-    sources["missing.py"] = _without(REF, MISSING)
-    out = {}
-    for name, source in sources.items():
-        path = folder / name
-        path.write_text(source)
-        out[name] = grade(SLUG, path)
-    out["folder"] = folder
-    return out
-
-
-def failures(report, exercise):
-    return "\n".join(t.output for t in report.tests if t.exercise == exercise and t.status == "failed")
-
-
-@pytest.mark.parametrize("name", list(CORRECT))
-def test_correct_submissions_get_full_marks(reports, name):
-    report = reports[name]
-    failed = [(t.name, t.output) for t in report.tests if t.status != "passed"]
-    assert report.score == report.max_score and not failed, failed
-    assert set(report.by_exercise()) == set(EXERCISES)
-    assert 10 <= min(total for _, total in report.by_exercise().values())
-    assert max(total for _, total in report.by_exercise().values()) <= 25
-
-
-@pytest.mark.parametrize("name", list(BUGS))
-def test_each_mistake_is_caught_and_named(reports, name):
-    exercise, _, phrase = BUGS[name]
-    group = GROUP_OF[name]
-    report = reports["+".join(group) + ".py"]
-    scores = report.by_exercise()
-    assert scores[exercise][0] < scores[exercise][1]
-    buggy = {BUGS[n][0] for n in group}
-    buggy |= {user for user, used in DEPENDS.items() if used in buggy}
-    for other, (score, total) in scores.items():
-        if other not in buggy:
-            assert score == total, (other, failures(report, other))
-    text = failures(report, exercise)
-    assert phrase in text, text
-
-
-def test_missing_exercise_scores_zero_on_that_exercise_only(reports):
-    report = reports["missing.py"]
-    for exercise, (score, total) in report.by_exercise().items():
-        assert score == (0 if exercise == MISSING else total), exercise
-    assert f"does not define {MISSING!r}" in failures(report, MISSING)
-
-
-def test_public_tests_need_no_reference():
-    public = (ROOT / "autograder" / "suites" / SLUG / "test_public.py").read_text()
-    assert "solutions" not in public and "mistakes" not in public
-
-
-def test_one_session_grades_each_submission_on_its_own(reports):
-    """grade-all runs many submissions in one pytest session: nothing may leak between them."""
-    names = ["+".join(GROUPS[0]) + ".py", "reference.py", "+".join(GROUPS[1]) + ".py"]
-    together = grade_many(SLUG, {name: reports["folder"] / name for name in names})
-    for name in names:
-        alone = [(t.name, t.score, t.output) for t in reports[name].tests]
-        assert [(t.name, t.score, t.output) for t in together[name].tests] == alone, name
+class TestGrader(GraderSessionTests):
+    slug, exercises, correct = SLUG, EXERCISES, CORRECT
+    sources, mistakes = grouped(REF, BUGS, GROUPS, DEPENDS)
+    missing = {"missing.py": (MISSING, without(REF, MISSING))}

@@ -10,11 +10,10 @@ All submissions are graded once, by a module-scoped fixture, and shared by the t
 import textwrap
 from pathlib import Path
 
-import nbformat
 import pytest
 
-from autograder import runner
 from autograder.mistakes.ch06_beyond import MSG
+from grading import assert_full_marks, assert_mistake_named, assert_only_missing, failed_tests, grade_sources, notebook
 
 SLUG = "ch06_beyond"
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,7 +142,7 @@ def fold_batchnorm(weight, bias, gamma, beta, running_mean, running_var, eps=1e-
 CORRECT = {
     "reference": REF,
     "alternative": ALTERNATIVE,
-    "notebook": NOTEBOOK_CELLS,
+    "notebook": notebook([(kind, src if kind == "markdown" else src.strip()) for kind, src in NOTEBOOK_CELLS]),
 }
 
 # name -> (exercise, a phrase the feedback must contain, source)
@@ -270,30 +269,11 @@ BUGGY = {
 MISSING = {"missing_fold": ("fold_batchnorm", without("fold_batchnorm"))}
 
 
-def write(tmp: Path, name: str, content) -> Path:
-    if isinstance(content, str):
-        path = tmp / f"{name}.py"
-        path.write_text(content)
-        return path
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_markdown_cell(src) if kind == "markdown" else nbformat.v4.new_code_cell(src.strip())
-                for kind, src in content]
-    path = tmp / f"{name}.ipynb"
-    nbformat.write(nb, str(path))
-    return path
-
-
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory):
-    """Every submission of this file, graded once."""
-    tmp = tmp_path_factory.mktemp("ch06_submissions")
+    """Every submission of this file, graded once (all in one session of the grader)."""
     sources = {**CORRECT, **{k: v[2] for k, v in BUGGY.items()}, **{k: v[1] for k, v in MISSING.items()}}
-    paths = {name: write(tmp, name, content) for name, content in sources.items()}
-    return {name: runner.grade(SLUG, path) for name, path in paths.items()}
-
-
-def failures(report, exercise=None):
-    return [t for t in report.tests if t.status == "failed" and (exercise is None or t.exercise == exercise)]
+    return grade_sources(SLUG, sources, tmp_path_factory.mktemp("ch06_submissions"))
 
 
 # --------------------------------------------------------------------------- tests
@@ -307,10 +287,7 @@ def test_mistake_submissions_apply():
 
 @pytest.mark.parametrize("name", sorted(CORRECT))
 def test_correct_submission_gets_full_marks(reports, name):
-    report = reports[name]
-    assert report.max_score > 0
-    assert report.score == report.max_score, [(t.name, t.output) for t in failures(report)]
-    assert set(report.by_exercise()) == set(EXERCISES)
+    assert_full_marks(reports[name], EXERCISES)
 
 
 def test_points_per_exercise(reports):
@@ -323,23 +300,14 @@ def test_points_per_exercise(reports):
 def test_mistake_is_named(reports, name):
     exercise, phrase, _ = BUGGY[name]
     report = reports[name]
-    assert report.score < report.max_score
-    failed = failures(report)
+    failed = failed_tests(report)
     assert failed, name
     assert {t.exercise for t in failed} == {exercise}, [(t.name, t.output) for t in failed]
-    outputs = "\n".join(t.output for t in failed)
-    assert phrase in outputs, outputs
-    for other, (score, max_score) in report.by_exercise().items():
-        if other != exercise:
-            assert score == max_score, (other, [(t.name, t.output) for t in failures(report, other)])
+    assert_mistake_named(report, exercise, phrase)
 
 
 @pytest.mark.parametrize("name", sorted(MISSING))
 def test_missing_exercise_scores_zero(reports, name):
     exercise, _ = MISSING[name]
-    totals = reports[name].by_exercise()
-    assert totals[exercise][0] == 0
-    assert all(f"does not define {exercise!r}" in t.output for t in failures(reports[name]))
-    for other, (score, max_score) in totals.items():
-        if other != exercise:
-            assert score == max_score, other
+    assert_only_missing(reports[name], exercise)
+    assert all(f"does not define {exercise!r}" in t.output for t in failed_tests(reports[name]))
