@@ -24,3 +24,29 @@ def rng(request):
 
 def shape_text(*arrays) -> str:
     return ", ".join(f"{np.shape(a)} {np.asarray(a).dtype}" for a in arrays)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread is much faster. The thread count and the random state are
+    restored afterwards (the checks also run inside students' notebooks)."""
+    import torch
+
+    threads, state = torch.get_num_threads(), torch.get_rng_state()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    torch.set_rng_state(state)
+
+
+@pytest.fixture(scope="module")
+def truth():
+    """Results of the reference and of the known mistakes: the same for every submission."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def cache(student, truth):
+    """Results of sandbox calls shared by the tests of one submission (a fresh dict per
+    submission), and under "truth" those shared by all submissions."""
+    return {"truth": truth}

@@ -6,28 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from autograder.suitekit import once
 from autograder.feedback import Mismatch, check_array
 from autograder.ops import torch_models as TM
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is faster. The thread count and the random state are restored
-    afterwards (the checks also run inside students' notebooks)."""
-    threads, state = torch.get_num_threads(), torch.get_rng_state()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.set_rng_state(state)
-
-
 EXPECTED_KEYS = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
-
-
-@pytest.fixture(scope="module")
-def cache(student):
-    """Results of sandbox calls shared by the tests of one submission (a fresh dict per submission)."""
-    return {}
 
 
 def step(run, k):
@@ -36,19 +20,6 @@ def step(run, k):
         raise Mismatch("your BatchNorm2d failed" + (f" at step {k + 1}" if run["steps"] else "") + ":\n"
                        + run.get("error", "no output"))
     return run["steps"][k]
-
-
-def once(cache, key, compute):
-    """Run ``compute()`` once per suite run; later calls return (or raise) the same."""
-    if key not in cache:
-        try:
-            cache[key] = (True, compute())
-        except Exception as err:  # noqa: BLE001 - re-raised for every test that needs it
-            cache[key] = (False, err)
-    ok, value = cache[key]
-    if not ok:
-        raise value.with_traceback(None)  # a fresh traceback: re-raising must not grow it
-    return value
 
 
 def grads_of(record, name, what):

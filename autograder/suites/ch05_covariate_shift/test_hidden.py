@@ -12,73 +12,12 @@ import pytest
 import torch
 from torch import nn
 
+from autograder.suitekit import once
 from autograder.feedback import Mismatch, check_array, unpack
 from autograder.mistakes import ch05_covariate_shift as M
 from autograder.ops import torch_models as TM
 from autograder.sandbox import SubmissionError
 from solutions import ch05_covariate_shift as ref
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is faster. The thread count and the random state are restored
-    afterwards (the checks also run inside students' notebooks)."""
-    threads, state = torch.get_num_threads(), torch.get_rng_state()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.set_rng_state(state)
-
-
-
-class _Guarded:
-    """The submission's handle, except that a function that timed out once is not called again:
-    its timeout is repeated at once (an infinite loop costs one time limit, not one per test)."""
-
-    def __init__(self, student):
-        self._student = student
-        self._timed_out = {}
-
-    def op(self, op, name, *args, **kwargs):
-        if name in self._timed_out:
-            raise self._timed_out[name]
-        try:
-            return self._student.op(op, name, *args, **kwargs)
-        except SubmissionError as err:
-            if err.kind == "timeout":
-                self._timed_out[name] = err
-            raise
-
-
-@pytest.fixture(scope="module")
-def student(student):
-    return _Guarded(student)
-
-
-@pytest.fixture(scope="module")
-def truth():
-    """Results of the reference and of the known mistakes: the same for every submission."""
-    return {}
-
-
-@pytest.fixture(scope="module")
-def cache(student, truth):
-    """Results of sandbox calls shared by the tests of one submission (a fresh dict per
-    submission), and under "truth" those shared by all submissions."""
-    return {"truth": truth}
-
-
-def once(cache, key, compute):
-    """Run ``compute()`` once per suite run; later calls return (or raise) the same."""
-    if key not in cache:
-        try:
-            cache[key] = (True, compute())
-        except Exception as err:  # noqa: BLE001 - re-raised for every test that needs it
-            cache[key] = (False, err)
-    ok, value = cache[key]
-    if not ok:
-        raise value.with_traceback(None)  # a fresh traceback: re-raising must not grow it
-    return value
 
 
 def seeded(name):

@@ -11,18 +11,6 @@ from autograder.feedback import Mismatch, check_array, unpack
 from autograder.ops import torch_models as TM
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is faster. The thread count and the random state are restored
-    afterwards (the checks also run inside students' notebooks)."""
-    threads, state = torch.get_num_threads(), torch.get_rng_state()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.set_rng_state(state)
-
-
-
 def number(value, name):
     """A returned scalar as a float, or a Mismatch that says what came back."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.ndarray)):
