@@ -17,13 +17,6 @@ from solutions.ch02_bn_forward import (
 SETTINGS = settings(max_examples=40, deadline=None)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_threaded_torch():
-    """Tiny tensors: torch's intra-op thread pool only adds overhead (100x on a busy machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 EPS = 1e-5
 
 

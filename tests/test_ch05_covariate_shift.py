@@ -17,14 +17,6 @@ from solutions.ch05_covariate_shift import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: one intra-op thread avoids oversubscription under pytest-xdist."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 # --------------------------------------------------------------------------- helpers
 
 

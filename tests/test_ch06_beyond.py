@@ -16,15 +16,6 @@ DTYPES = [np.float32, np.float64]
 SETTINGS = settings(max_examples=40, deadline=None)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: one intra-op thread avoids oversubscription under pytest-xdist."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tol(dtype, x, gamma, axes, eps=1e-5):
     """Tolerance from the conditioning of (x - mean) / sqrt(var + eps): rounding errors
     of order ulp(|x|) are amplified by 1 / sqrt(var + eps) (in PyTorch's kernels and ours)."""

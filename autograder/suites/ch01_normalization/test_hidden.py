@@ -5,6 +5,7 @@ import pytest
 
 from autograder.feedback import Mismatch, as_array, check_array, check_unchanged, unpack
 from autograder.mistakes import ch01_normalization as M
+from autograder.suitekit import numbers, scalar
 from solutions import ch01_normalization as ref
 
 
@@ -13,27 +14,6 @@ def tol(dtype, expected=None):
     rtol, floor = (1e-4, 1e-6) if dtype == np.float32 else (1e-7, 1e-12)
     scale = float(np.max(np.abs(expected))) if expected is not None and np.size(expected) else 1.0
     return dict(rtol=rtol, atol=floor * (scale if np.isfinite(scale) and scale > 0 else 1.0))
-
-
-def numbers(value):
-    """A list of numbers (e.g. losses appended in a loop) as an array; anything else unchanged."""
-    def number(v):  # NumPy scalars arrive as arrays of shape (1,) (see scalar)
-        return type(v) in (int, float) or (isinstance(v, np.ndarray) and v.size == 1 and v.dtype.kind in "iuf")
-    if isinstance(value, (list, tuple)) and all(number(v) for v in value):
-        return np.array([float(np.ravel(v)[0]) if isinstance(v, np.ndarray) else float(v) for v in value])
-    return value
-
-
-def scalar(value):
-    """A returned number as a 0-d array.
-
-    A NumPy scalar (np.float64) crosses the sandbox boundary as an array of shape (1,)
-    (protocol.encode uses np.ascontiguousarray, which makes 0-d arrays 1-d), so a
-    single-element array is taken for the number it holds.
-    """
-    if isinstance(value, np.ndarray) and value.shape in ((), (1,)):
-        return value.reshape(())
-    return value
 
 
 def unchanged(before, after, name, hint=""):

@@ -4,27 +4,7 @@ import numpy as np
 import pytest
 
 from autograder.feedback import check_array, check_unchanged, unpack
-
-
-def numbers(value):
-    """A list of numbers (e.g. losses appended in a loop) as an array; anything else unchanged."""
-    def number(v):  # NumPy scalars arrive as arrays of shape (1,) (see scalar)
-        return type(v) in (int, float) or (isinstance(v, np.ndarray) and v.size == 1 and v.dtype.kind in "iuf")
-    if isinstance(value, (list, tuple)) and all(number(v) for v in value):
-        return np.array([float(np.ravel(v)[0]) if isinstance(v, np.ndarray) else float(v) for v in value])
-    return value
-
-
-def scalar(value):
-    """A returned number as a 0-d array.
-
-    A NumPy scalar (np.float64) crosses the sandbox boundary as an array of shape (1,)
-    (protocol.encode uses np.ascontiguousarray, which makes 0-d arrays 1-d), so a
-    single-element array is taken for the number it holds.
-    """
-    if isinstance(value, np.ndarray) and value.shape in ((), (1,)):
-        return value.reshape(())
-    return value
+from autograder.suitekit import numbers, scalar
 
 
 @pytest.mark.exercise("standardize")

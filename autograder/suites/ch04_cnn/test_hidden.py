@@ -16,7 +16,6 @@ from autograder.suitekit import once
 from autograder.feedback import Mismatch, check_array, check_unchanged
 from autograder.mistakes import ch04_cnn as M
 from autograder.ops import torch_models as TM
-from autograder.sandbox import SubmissionError
 from solutions import ch04_cnn as ref
 
 

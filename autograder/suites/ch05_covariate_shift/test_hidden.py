@@ -16,7 +16,6 @@ from autograder.suitekit import once
 from autograder.feedback import Mismatch, check_array, unpack
 from autograder.mistakes import ch05_covariate_shift as M
 from autograder.ops import torch_models as TM
-from autograder.sandbox import SubmissionError
 from solutions import ch05_covariate_shift as ref
 
 
