@@ -116,3 +116,16 @@ def check_unchanged(before, after, name: str) -> None:
             f"your function modified its input {name} in place; work on a copy "
             f"(e.g. x = x - mean, not x -= mean)."
         )
+
+
+def check_unchanged_model(run, function):
+    """The model state ``run["before"]`` equals ``run["after"]`` (parameters, buffers, modes)."""
+    before, after = run["before"], run["after"]
+    for kind in ("parameters", "buffers"):
+        for name, value in before[kind].items():
+            if name not in after[kind] or not np.array_equal(value, after[kind][name]):
+                raise Mismatch(f"{function} changed the model's {kind[:-1]} {name!r}: the model must be unchanged "
+                               f"afterwards (work on a copy, or torch.func.functional_call; BN running statistics "
+                               f"count too)")
+    if before["modes"] != after["modes"]:
+        raise Mismatch(f"{function} changed the model's train/eval mode: restore it")

@@ -13,6 +13,7 @@ from solutions.ch02_bn_forward import (
     spatial_batchnorm_forward,
     update_running_stats,
 )
+from numerics import assert_close
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
@@ -32,23 +33,6 @@ def torch_batch_norm(x, gamma, beta, running_mean=None, running_var=None,
     out = F.batch_norm(as_t(x), rm, rv, as_t(gamma), as_t(beta),
                        training=training, momentum=momentum, eps=eps)
     return (out.numpy(), None if rm is None else rm.numpy(), None if rv is None else rv.numpy())
-
-
-def assert_close(actual, desired, atol, err_msg=""):
-    """|actual - desired| <= atol elementwise, with an array (broadcast) tolerance."""
-    actual = np.asarray(actual, dtype=np.float64)
-    desired = np.asarray(desired, dtype=np.float64)
-    assert actual.shape == desired.shape, f"{err_msg}: shape {actual.shape} != {desired.shape}"
-    atol = np.broadcast_to(np.asarray(atol, dtype=np.float64), desired.shape)
-    err = np.abs(actual - desired)
-    bad = ~(err <= atol)
-    if bad.any():
-        ratio = np.where(bad, np.nan_to_num(err / atol, nan=np.inf), 0.0)
-        i = np.unravel_index(np.argmax(ratio), ratio.shape)
-        raise AssertionError(
-            f"{err_msg}: {bad.sum()} of {bad.size} elements differ; worst at {i}: "
-            f"actual {actual[i]!r}, desired {desired[i]!r}, |diff| {err[i]:.3g} > tol {atol[i]:.3g}"
-        )
 
 
 def forward_tolerance(x, gamma, beta, axis=0, eps=EPS):

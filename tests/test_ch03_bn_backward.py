@@ -16,6 +16,7 @@ from solutions.ch03_bn_backward import (
     numerical_gradient,
     spatial_batchnorm_backward,
 )
+from numerics import assert_close
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
@@ -49,23 +50,6 @@ def grad_tolerances(x, gamma, dout, dtype, axes=0):
     if np.ndim(x) == 4:
         dx_tol = dx_tol[None, :, None, None]
     return dx_tol, sum_tol, (n + 4) * e * n * dmax
-
-
-def assert_close(actual, desired, atol, err_msg=""):
-    """|actual - desired| <= atol elementwise, with an array (broadcast) tolerance."""
-    actual = np.asarray(actual, dtype=np.float64)
-    desired = np.asarray(desired, dtype=np.float64)
-    assert actual.shape == desired.shape, f"{err_msg}: shape {actual.shape} != {desired.shape}"
-    atol = np.broadcast_to(np.asarray(atol, dtype=np.float64), desired.shape)
-    err = np.abs(actual - desired)
-    bad = ~(err <= atol)
-    if bad.any():
-        ratio = np.where(bad, np.nan_to_num(err / atol, nan=np.inf), 0.0)
-        i = np.unravel_index(np.argmax(ratio), ratio.shape)
-        raise AssertionError(
-            f"{err_msg}: {bad.sum()} of {bad.size} elements differ; worst at {i}: "
-            f"actual {actual[i]!r}, desired {desired[i]!r}, |diff| {err[i]:.3g} > tol {atol[i]:.3g}"
-        )
 
 
 def rel_error(a, b):

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from autograder.suitekit import once
-from autograder.feedback import Mismatch, check_array, unpack
+from autograder.feedback import Mismatch, check_array, unpack, check_unchanged_model
 from autograder.mistakes import ch05_covariate_shift as M
 from autograder.ops import torch_models as TM
 from solutions import ch05_covariate_shift as ref
@@ -45,18 +45,6 @@ def check_number(actual, expected, name, mistakes=None, context="", rtol=1e-7, a
         table = {k: np.asarray(v) for k, v in mistakes().items()}
         check_array(np.asarray(value), np.asarray(expected), name, rtol=rtol, atol=atol, context=context,
                     mistakes=table)
-
-
-def check_unchanged_model(run, function):
-    before, after = run["before"], run["after"]
-    for kind in ("parameters", "buffers"):
-        for name, value in before[kind].items():
-            if name not in after[kind] or not np.array_equal(value, after[kind][name]):
-                raise Mismatch(f"{function} changed the model's {kind[:-1]} {name!r}: the model must be unchanged "
-                               f"afterwards (work on a copy, or torch.func.functional_call; BN running statistics "
-                               f"count too)")
-    if before["modes"] != after["modes"]:
-        raise Mismatch(f"{function} changed the model's train/eval mode: restore it")
 
 
 # ----------------------------------------------------------------------------- models

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from autograder.feedback import Mismatch, check_array, unpack
+from autograder.feedback import Mismatch, check_array, unpack, check_unchanged_model
 from autograder.ops import torch_models as TM
 
 
@@ -20,18 +20,6 @@ def number(value, name):
             raise Mismatch(f"{name} should be a single number, got an array of shape {value.shape}")
         value = value.reshape(())
     return float(value)
-
-
-def check_unchanged_model(run, function):
-    before, after = run["before"], run["after"]
-    for kind in ("parameters", "buffers"):
-        for name, value in before[kind].items():
-            if name not in after[kind] or not np.array_equal(value, after[kind][name]):
-                raise Mismatch(f"{function} changed the model's {kind[:-1]} {name!r}: the model must be unchanged "
-                               f"afterwards (work on a copy, or torch.func.functional_call; BN running statistics "
-                               f"count too)")
-    if before["modes"] != after["modes"]:
-        raise Mismatch(f"{function} changed the model's train/eval mode: restore it")
 
 
 def mlp_layers(rng, sizes=(6, 8, 8, 3)):
