@@ -33,3 +33,22 @@ def scalar(value):
     if isinstance(value, np.ndarray) and value.shape in ((), (1,)):
         return value.reshape(())
     return value
+
+
+# The keys every BN cache holds (course spec, section 4): a backward pass may read nothing else.
+CACHE_CONTRACT = ("x", "x_hat", "mean", "var", "gamma", "eps")
+
+
+def contract_cache(cache: dict) -> dict:
+    """``cache`` reduced to the keys of the contract (a new dict; the arrays are shared)."""
+    return {key: cache[key] for key in CACHE_CONTRACT}
+
+
+def cache_key_error(name: str, error: str, cache: dict) -> str:
+    """Feedback for a backward pass that raised ``error`` (a ``KeyError: ...`` line) on ``cache``."""
+    extra = sorted(set(cache) - set(CACHE_CONTRACT))
+    held = f"this cache holds {', '.join(sorted(cache))}" if extra else "this cache holds exactly those"
+    return (f"{name} raised {error}. A cache is only promised the keys {', '.join(CACHE_CONTRACT)} "
+            f"(chapter 2's cache contract; {held}): compute anything else from them "
+            "(x - mean, sqrt(var + eps), ...), so that your backward pass works with any forward pass "
+            "that keeps the contract.")

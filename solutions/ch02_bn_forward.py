@@ -39,17 +39,19 @@ def batchnorm_forward(x, gamma, beta, eps=1e-5):
     out : np.ndarray, shape (N, D)
         Normalized, scaled and shifted output, in the floating dtype of ``x``.
     cache : dict
-        Values needed by the backward pass (all in the dtype of ``out``):
+        Values for the backward pass (arrays in the dtype of ``out``). The cache
+        contract, which every backward pass of chapter 3 relies on, is these keys:
 
         - ``"x"``: shape (N, D), the input;
-        - ``"mean"``: shape (D,), batch mean;
-        - ``"xmu"``: shape (N, D), ``x - mean``;
-        - ``"var"``: shape (D,), biased batch variance;
-        - ``"std"``: shape (D,), ``sqrt(var + eps)``;
-        - ``"ivar"``: shape (D,), ``1 / std``;
         - ``"x_hat"``: shape (N, D), the normalized input;
+        - ``"mean"``: shape (D,), batch mean;
+        - ``"var"``: shape (D,), biased batch variance;
         - ``"gamma"``: shape (D,), the scale parameter;
         - ``"eps"``: float.
+
+        A cache may hold more (this one also keeps ``"xmu"`` = ``x - mean``,
+        ``"std"`` = ``sqrt(var + eps)`` and ``"ivar"`` = ``1 / std``), but no
+        backward pass may require more.
 
     Raises
     ------
@@ -231,9 +233,10 @@ def spatial_batchnorm_forward(x, gamma, beta, eps=1e-5):
     out : np.ndarray, shape (N, C, H, W)
         Output, in the floating dtype of ``x``.
     cache : dict
-        Same keys as the cache of ``batchnorm_forward``, with ``"x"``, ``"xmu"`` and
-        ``"x_hat"`` of shape (N, C, H, W) and ``"mean"``, ``"var"``, ``"std"``,
-        ``"ivar"``, ``"gamma"`` of shape (C,); ``"eps"`` is a float.
+        The cache contract of ``batchnorm_forward`` in the (N, C, H, W) layout:
+        ``"x"`` and ``"x_hat"`` of shape (N, C, H, W); ``"mean"``, ``"var"``
+        (biased) and ``"gamma"`` of shape (C,); ``"eps"``, a float. This cache
+        also keeps ``"xmu"`` (N, C, H, W), ``"std"`` and ``"ivar"`` (C,).
 
     Raises
     ------

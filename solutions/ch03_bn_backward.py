@@ -2,9 +2,11 @@
 
 Exercises: ``numerical_gradient`` (centered differences), ``batchnorm_backward``
 (staged, along the computational graph), ``batchnorm_backward_compact`` (closed
-form) and ``spatial_batchnorm_backward``. The backward functions take the ``cache``
-made by the forward functions of chapter 2 (``solutions.ch02_bn_forward``) and
-return ``(dx, dgamma, dbeta)`` in the dtype of the cached arrays. Note that
+form) and ``spatial_batchnorm_backward``. The backward functions take a ``cache``
+of the forward functions of chapter 2 and read only the keys of its contract,
+``x``, ``x_hat``, ``mean``, ``var`` (biased), ``gamma`` and ``eps``, so any forward
+pass that keeps the contract works with them. They return ``(dx, dgamma, dbeta)``
+in the dtype of the cached arrays. Note that
 ``dgamma`` and ``dbeta`` are sums over the batch, never divided by ``N``.
 """
 
@@ -88,9 +90,11 @@ def batchnorm_backward(dout, cache):
     dout : np.ndarray, shape (N, D)
         Upstream gradient of the loss with respect to ``out``.
     cache : dict
-        The cache returned by ``batchnorm_forward``; this function uses the keys
-        ``"xmu"`` (N, D), ``"std"`` (D,), ``"ivar"`` (D,), ``"x_hat"`` (N, D) and
-        ``"gamma"`` (D,).
+        A cache of ``batchnorm_forward``. Only the keys of the cache contract are
+        used: ``"x"`` (N, D), ``"x_hat"`` (N, D), ``"mean"`` (D,), ``"var"`` (D,),
+        the biased variance, ``"gamma"`` (D,) and ``"eps"`` (float). The intermediate values
+        of stages 2, 4 and 5 (``x - mean``, ``sqrt(var + eps)``, its inverse) are
+        recomputed from them: one cheap pass each, no batch statistic recomputed.
 
     Returns
     -------
@@ -106,13 +110,16 @@ def batchnorm_backward(dout, cache):
     ValueError
         If ``dout`` does not have the shape of the cached ``x_hat``.
     """
-    x_hat = cache["x_hat"]
-    xmu, std, ivar, gamma = cache["xmu"], cache["std"], cache["ivar"], cache["gamma"]
+    x, x_hat, mean, var, gamma = cache["x"], cache["x_hat"], cache["mean"], cache["var"], cache["gamma"]
     dout = np.asarray(dout)
     if dout.shape != x_hat.shape:
         raise ValueError(f"dout must have shape {x_hat.shape} (the shape of x), got shape {dout.shape}")
     dout = dout.astype(x_hat.dtype, copy=False)
     N = x_hat.shape[0]
+    # The forward values of stages 2, 4 and 5, from the contract keys.
+    xmu = x - mean
+    std = np.sqrt(var + float(cache["eps"]))
+    ivar = 1.0 / std
 
     # Stage 7: out = gamma * x_hat + beta (gamma and beta are broadcast over the N rows,
     # so their gradients are sums over the batch).
@@ -162,7 +169,7 @@ def batchnorm_backward_compact(dout, cache):
     dout : np.ndarray, shape (N, D)
         Upstream gradient of the loss with respect to ``out``.
     cache : dict
-        The cache returned by ``batchnorm_forward``; this function uses the keys
+        A cache of ``batchnorm_forward``; this function uses the contract keys
         ``"x_hat"`` (N, D), ``"var"`` (D,), ``"gamma"`` (D,) and ``"eps"`` (float).
 
     Returns
@@ -204,9 +211,10 @@ def spatial_batchnorm_backward(dout, cache):
     dout : np.ndarray, shape (N, C, H, W)
         Upstream gradient of the loss with respect to ``out``.
     cache : dict
-        The cache returned by ``spatial_batchnorm_forward``: ``"x"``, ``"xmu"``,
-        ``"x_hat"`` of shape (N, C, H, W); ``"mean"``, ``"var"``, ``"std"``,
-        ``"ivar"``, ``"gamma"`` of shape (C,); ``"eps"`` (float).
+        A cache of ``spatial_batchnorm_forward``. Only the keys of the cache
+        contract are used: ``"x"`` and ``"x_hat"`` of shape (N, C, H, W),
+        ``"mean"``, ``"var"`` (biased) and ``"gamma"`` of shape (C,), ``"eps"``
+        (float).
 
     Returns
     -------

@@ -370,3 +370,78 @@ def test_spatial_backward_rejects_wrong_dout_shape():
     _, cache = spatial_batchnorm_forward(np.random.default_rng(9).normal(size=(2, 3, 4, 5)), np.ones(3), np.zeros(3))
     with pytest.raises(ValueError, match=r"dout must have shape \(2, 3, 4, 5\).*\(2, 3, 5, 4\)"):
         spatial_batchnorm_backward(np.ones((2, 3, 5, 4)), cache)
+
+
+# --------------------------------------------------------------------------- the cache contract
+
+CONTRACT = ("x", "x_hat", "mean", "var", "gamma", "eps")
+
+# A forward pass as a student may write it: it keeps the contract and nothing more.
+CONTRACT_FORWARD = '''
+import numpy as np
+
+
+def batchnorm_forward(x, gamma, beta, eps=1e-5):
+    if x.shape[0] < 2:
+        raise ValueError("batchnorm_forward needs N >= 2 in training mode")
+    mean = x.mean(axis=0)
+    var = x.var(axis=0)
+    x_hat = (x - mean) / np.sqrt(var + eps)
+    return gamma * x_hat + beta, {"x": x, "x_hat": x_hat, "mean": mean, "var": var, "gamma": gamma, "eps": eps}
+
+
+def spatial_batchnorm_forward(x, gamma, beta, eps=1e-5):
+    N, C, H, W = x.shape
+    out, cache = batchnorm_forward(x.transpose(0, 2, 3, 1).reshape(-1, C), gamma, beta, eps)
+    back = lambda a: np.ascontiguousarray(a.reshape(N, H, W, C).transpose(0, 3, 1, 2))
+    return back(out), dict(cache, x=x, x_hat=back(cache["x_hat"]))
+'''
+
+
+def contract_only(cache):
+    return {key: cache[key] for key in CONTRACT}
+
+
+@pytest.mark.parametrize("backward", BACKWARDS, ids=lambda f: f.__name__)
+def test_backward_needs_only_the_contract_keys(backward):
+    rng = np.random.default_rng(11)
+    x, gamma, beta = rng.normal(3.0, 2.0, (7, 4)), rng.uniform(0.5, 2, 4), rng.normal(size=4)
+    dout = rng.standard_normal(x.shape)
+    _, cache = batchnorm_forward(x, gamma, beta)
+    expected = torch_bn_grads(x, gamma, beta, dout)
+    for got, want in zip(backward(dout, contract_only(cache)), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+
+
+def test_spatial_backward_needs_only_the_contract_keys():
+    rng = np.random.default_rng(12)
+    x, gamma, beta = rng.normal(1.0, 2.0, (3, 4, 2, 5)), rng.uniform(0.5, 2, 4), rng.normal(size=4)
+    dout = rng.standard_normal(x.shape)
+    _, cache = spatial_batchnorm_forward(x, gamma, beta)
+    expected = torch_bn_grads(x, gamma, beta, dout)
+    for got, want in zip(spatial_batchnorm_backward(dout, contract_only(cache)), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+
+
+def test_chapter_3_runs_with_a_forward_that_keeps_only_the_contract():
+    """Chapter 3 asks students to paste their own chapter 2 forward pass: one that returns
+    exactly the contract keys must carry the whole chapter (every cell, every check)."""
+    from pathlib import Path
+
+    import matplotlib
+
+    from autograder import notebooks as nbgen
+
+    matplotlib.use("Agg")
+    chapter = Path(__file__).resolve().parents[1] / "chapters" / "ch03_bn_backward.md"
+    nb = nbgen.generate(chapter, "instructor")
+    cells = [cell for cell in nb.cells if cell.cell_type == "code"]
+    pasted = [cell for cell in cells if cell.metadata.get("nbgrader", {}).get("grade_id") == "ch02_forward_pass"]
+    assert len(pasted) == 1
+    pasted[0].source = CONTRACT_FORWARD
+    namespace = {"__name__": "__main__"}
+    for number, cell in enumerate(cells, 1):
+        source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith("%"))
+        exec(compile(source, f"chapter 3, code cell {number}", "exec"), namespace)
+    _, cache = namespace["batchnorm_forward"](np.ones((2, 3)) * [[1.0], [2.0]], np.ones(3), np.zeros(3))
+    assert tuple(cache) == CONTRACT                          # the chapter really ran on the contract alone

@@ -181,7 +181,7 @@ BUGGY = {
     "bc_unknown_cache_key": (patch('x_hat, var, gamma, eps = cache["x_hat"], cache["var"], cache["gamma"], cache["eps"]',
                                    'x_hat, var, gamma, eps = cache["xhat"], cache["var"], cache["gamma"], cache["eps"]',
                                    "batchnorm_backward_compact"),
-                             "batchnorm_backward_compact", "use only these"),
+                             "batchnorm_backward_compact", "cache contract"),
     "sp_reshape_no_transpose": (
         patch("dx = np.ascontiguousarray(dx_flat.reshape(N, H, W, C).transpose(0, 3, 1, 2))", "dx = dx_flat.reshape(N, C, H, W)",
               "spatial_batchnorm_backward",

@@ -2,10 +2,12 @@
 
 Every ``*_mistakes`` function returns ``{message: output of that mistake}`` computed in
 float64 on the grader's inputs (for the backward passes: ``{"dx": {...}, "dgamma": {...},
-"dbeta": {...}}``). The caches are those of ``solutions.ch02_bn_forward``.
+"dbeta": {...}}``). They read only the keys of the cache contract
+(``autograder.suitekit.CACHE_CONTRACT``).
 """
 
 import numpy as np
+
 
 MSG = {
     "one_sided": "It matches the one-sided difference (f(x + h) - f(x)) / h, whose error is of order h; "
@@ -105,7 +107,8 @@ def backward_mistakes_rows(dout, cache):
     """{"dx": {...}, "dgamma": {...}, "dbeta": {...}} for (N, D) arrays and a float64 cache."""
     dout = np.asarray(dout, dtype=np.float64)
     x_hat, var, gamma, eps = (np.asarray(cache[k], dtype=np.float64) for k in ("x_hat", "var", "gamma", "eps"))
-    x, xmu = np.asarray(cache["x"], dtype=np.float64), np.asarray(cache["xmu"], dtype=np.float64)
+    x = np.asarray(cache["x"], dtype=np.float64)
+    xmu = x - np.asarray(cache["mean"], dtype=np.float64)
     eps = float(eps)
     N = dout.shape[0]
     std = np.sqrt(var + eps)

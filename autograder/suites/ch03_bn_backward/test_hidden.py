@@ -11,6 +11,7 @@ from autograder.feedback import Mismatch, check_array, unpack
 from autograder.mistakes import ch03_bn_backward as M
 from autograder.ops.basic import _FUNCTIONS
 from autograder.sandbox import SubmissionError
+from autograder.suitekit import cache_key_error, contract_cache
 from solutions import ch02_bn_forward as fwd
 from solutions import ch03_bn_backward as ref
 
@@ -44,8 +45,7 @@ def call_backward(student, name, dout, cache):
     except SubmissionError as err:
         last = err.message.strip().splitlines()[-1] if err.message.strip() else ""
         if last.startswith("KeyError"):
-            raise Mismatch(f"{name} raised {last}: the cache is the one of chapter 2's batchnorm_forward, with "
-                           f"the keys {', '.join(sorted(cache))}; use only these.") from None
+            raise Mismatch(cache_key_error(name, last, cache)) from None
         raise
     dx, dgamma, dbeta = unpack(result, 3, "dx, dgamma, dbeta")
     return (dx, dgamma, dbeta), after
@@ -151,6 +151,16 @@ def constant_case(student, name, rng):
                 "x of shape (6, 3) whose column 1 is constant (variance 0)")
 
 
+def contract_case(student, name, rng):
+    """A cache with only the keys of the contract (x, x_hat, mean, var, gamma, eps), as any
+    forward pass that keeps chapter 2's contract may return."""
+    dout, cache = bn_problem(rng, 12, 4, 2.0, 1.0, np.float64)
+    cache = contract_cache(cache)
+    result, _ = call_backward(student, name, dout, cache)
+    check_grads(result, ref.batchnorm_backward_compact(dout, cache), M.backward_mistakes_rows(dout, cache),
+                np.float64, "x of shape (12, 4), a cache with only the keys of the contract")
+
+
 @pytest.mark.exercise("batchnorm_backward")
 @pytest.mark.points(2)
 @pytest.mark.parametrize("case", CASES, ids=case_id)
@@ -175,6 +185,18 @@ def test_batchnorm_backward_compact_matches_reference(student, rng, case):
 @pytest.mark.points(1)
 def test_batchnorm_backward_compact_constant_feature(student, rng):
     constant_case(student, "batchnorm_backward_compact", rng)
+
+
+@pytest.mark.exercise("batchnorm_backward")
+@pytest.mark.points(1)
+def test_batchnorm_backward_contract_cache(student, rng):
+    contract_case(student, "batchnorm_backward", rng)
+
+
+@pytest.mark.exercise("batchnorm_backward_compact")
+@pytest.mark.points(1)
+def test_batchnorm_backward_compact_contract_cache(student, rng):
+    contract_case(student, "batchnorm_backward_compact", rng)
 
 
 # ------------------------------------------------------------------------- spatial
@@ -203,3 +225,15 @@ def test_spatial_batchnorm_backward_matches_reference(student, rng, case):
                 f"x of shape {x.shape}, {np.dtype(dtype).name}, scale {scale:g}, random dout")
     unchanged(dout, after[0], "dout")
     unchanged(cache, after[1], "cache")
+
+
+@pytest.mark.exercise("spatial_batchnorm_backward")
+@pytest.mark.points(1)
+def test_spatial_batchnorm_backward_contract_cache(student, rng):
+    """A spatial cache with only the keys of the contract, in the (N, C, H, W) layout."""
+    x = rng.standard_normal((3, 4, 3, 2)) * 2.0 + rng.normal(0, 3, (1, 4, 1, 1))
+    gamma, beta, dout = rng.uniform(0.5, 2, 4), rng.normal(0, 1, 4), rng.standard_normal(x.shape)
+    cache = contract_cache(fwd.spatial_batchnorm_forward(x, gamma, beta)[1])
+    result, _ = call_backward(student, "spatial_batchnorm_backward", dout, cache)
+    check_grads(result, ref.spatial_batchnorm_backward(dout, cache), M.spatial_backward_mistakes(dout, cache),
+                np.float64, "x of shape (3, 4, 3, 2), a cache with only the keys of the contract")

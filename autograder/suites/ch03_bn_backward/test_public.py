@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from autograder.feedback import Mismatch, check_array, unpack
 from autograder.sandbox import SubmissionError
+from autograder.suitekit import CACHE_CONTRACT, cache_key_error
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -19,16 +20,15 @@ def single_threaded_torch():
 
 
 def bn_cache(x, gamma, eps=1e-5):
-    """The cache of chapter 2's batchnorm_forward (rows are samples; NCHW: per channel)."""
+    """A cache with exactly the keys of chapter 2's contract (rows are samples; NCHW: per channel)."""
     axes = 0 if x.ndim == 2 else (0, 2, 3)
     shape = (1, -1) if x.ndim == 2 else (1, -1, 1, 1)
     mean = x.mean(axis=axes)
-    xmu = x - mean.reshape(shape)
-    var = (xmu * xmu).mean(axis=axes)
-    std = np.sqrt(var + eps)
-    x_hat = xmu / std.reshape(shape)
-    return {"x": x, "mean": mean, "xmu": xmu, "var": var, "std": std, "ivar": 1.0 / std,
-            "x_hat": x_hat, "gamma": gamma, "eps": eps}
+    var = ((x - mean.reshape(shape)) ** 2).mean(axis=axes)
+    x_hat = (x - mean.reshape(shape)) / np.sqrt(var + eps).reshape(shape)
+    cache = {"x": x, "x_hat": x_hat, "mean": mean, "var": var, "gamma": gamma, "eps": eps}
+    assert tuple(cache) == CACHE_CONTRACT
+    return cache
 
 
 def torch_grads(x, gamma, beta, dout, eps=1e-5):
@@ -44,8 +44,7 @@ def call_backward(student, name, dout, cache):
     except SubmissionError as err:
         last = err.message.strip().splitlines()[-1] if err.message.strip() else ""
         if last.startswith("KeyError"):
-            raise Mismatch(f"{name} raised {last}: the cache is the one of chapter 2's batchnorm_forward, with "
-                           f"the keys {', '.join(sorted(cache))}; use only these.") from None
+            raise Mismatch(cache_key_error(name, last, cache)) from None
         raise
 
 
