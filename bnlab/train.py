@@ -210,7 +210,9 @@ def make_data(x_train, y_train, x_test, y_test, device="cpu", train_size=None, t
 
     x_train, y_train = subset(x_train, y_train, train_size)
     x_test, y_test = subset(x_test, y_test, test_size)
-    xt = torch.as_tensor(x_train, dtype=torch.float32) / 255.0
+    # Statistics in float64: a float32 sum of millions of pixels depends on the thread count
+    # and the CPU's kernels, and so would every normalized image.
+    xt = torch.as_tensor(np.asarray(x_train), dtype=torch.float64) / 255.0
     mean, std = float(xt.mean()), float(xt.std())
 
     def prep(x):
