@@ -119,8 +119,15 @@ def _isolation_config(lib: Path, hide: list) -> dict:
     }
 
 
+# Settings of the numerical libraries that pass from the grader's environment to the worker:
+# student code computes with the kernels the grader's own computations use (PyTorch's CPU
+# kernels are chosen by ATEN_CPU_CAPABILITY; some processors need OPENBLAS_CORETYPE).
+NUMERIC_ENV = ("ATEN_CPU_CAPABILITY", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "NPY_DISABLE_CPU_FEATURES")
+
+
 def _worker_env(workdir) -> dict:
     return {
+        **{name: os.environ[name] for name in NUMERIC_ENV if name in os.environ},
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": str(workdir),
         "TMPDIR": str(workdir),
