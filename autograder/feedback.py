@@ -7,6 +7,7 @@ the outputs of known mistakes computed on the same inputs. A failure raises
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Mapping
 
 import numpy as np
@@ -14,6 +15,23 @@ import numpy as np
 
 class Mismatch(AssertionError):
     """A wrong answer; the message says what is wrong, in a student's words."""
+
+
+# For inputs whose offset dwarfs their spread: the usual cause of a wrong answer there.
+CANCELLATION = ("The offset of x is large compared with its spread (about 1e6 times here): computing the "
+                "variance as mean(x**2) - mean(x)**2 (the one-pass formula) loses every digit to "
+                "catastrophic cancellation; compute mean((x - mean)**2).")
+
+
+@contextmanager
+def hint_unless_named(hint: str | None):
+    """Add ``hint`` to a :class:`Mismatch` raised inside that names no known mistake."""
+    try:
+        yield
+    except Mismatch as err:
+        if hint and "It matches" not in str(err):
+            raise Mismatch(f"{err} {hint}") from None
+        raise
 
 
 def describe(value) -> str:

@@ -71,6 +71,11 @@ CORRECT = {
 
 # name: (source, exercise that must lose points, a phrase the feedback must contain)
 BUGGY = {
+    # the one-pass variance: right in exact arithmetic, no digits left at an offset of 1e6 spreads
+    "one_pass_variance": (
+        patch("var = (Xc * Xc).mean(axis=0, dtype=np.float64).astype(dtype)  # biased: divide by N",
+              "var = (X * X).mean(axis=0) - mean * mean"),
+        "standardize", "one-pass"),
     "std_ddof1": (
         patch("var = (Xc * Xc).mean(axis=0, dtype=np.float64).astype(dtype)  # biased: divide by N",
               "var = X.var(axis=0, ddof=1).astype(dtype)"),

@@ -148,6 +148,8 @@ CORRECT = {
 # name -> (exercise, a phrase the feedback must contain, source)
 BUGGY = {
     # ---------------------------------------------------------------- layernorm_forward
+    "ln_one_pass_variance": ("layernorm_forward", "catastrophic cancellation", patch(
+        "layernorm_forward", ("var = ((x - mean[:, None]) ** 2).mean(axis=1)", "var = (x * x).mean(axis=1) - mean ** 2"))),
     "ln_batch_axis": ("layernorm_forward", "that is BatchNorm", override('''
         def layernorm_forward(x, gamma, beta, eps=1e-5):
             mean, var = x.mean(axis=0), x.var(axis=0)

@@ -15,9 +15,6 @@ MSG = {
                 "tensor.std); normalization divides by the number of values, not that number minus 1.",
     "eps_outside": "It matches dividing by sqrt(var) + eps (eps outside the square root, or added to the "
                    "standard deviation); the normalization divides by sqrt(var + eps).",
-    "cancellation": "The offset of x is large compared with its spread: computing the variance as "
-                    "mean(x**2) - mean(x)**2 loses most digits here (catastrophic cancellation); compute "
-                    "mean((x - mean)**2).",
     "no_sqrt": "It matches dividing by var + eps: the square root is missing.",
     "no_eps": "It matches dividing by sqrt(var) without eps.",
     "no_affine": "It matches the normalized x_hat without gamma and beta: the output is gamma * x_hat + beta.",

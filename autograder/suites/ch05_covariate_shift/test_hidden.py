@@ -380,7 +380,9 @@ def test_noisy_bn_channel_shift(student, cache):
     if lo < -0.55 or hi > 0.55:
         raise Mismatch(f"the shifts leave [-0.5, 0.5] ({where}): mu_j ~ U(-n_mu, n_mu) with n_mu = 0.5 (uniform, "
                        f"not normal)")
-    if not 0.2 < spread < 0.38 or abs(mus.mean()) > 0.1:
+    # the mean of n draws of U(-0.5, 0.5) has standard deviation 0.29 / sqrt(n) (0.024 for the
+    # 140 draws here): 0.12 is 5 of them, so a correct layer fails with probability below 1e-6
+    if not 0.2 < spread < 0.38 or abs(mus.mean()) > 0.12:
         raise Mismatch(f"the shifts do not look uniform on [-0.5, 0.5] ({where}; expected std 0.29, mean 0)")
 
 
