@@ -64,10 +64,10 @@ bench: $(STAMP)
 	$(PY) bench/grading.py --jobs $(JOBS)
 
 test: book
-	$(PY) -m pytest -n $(JOBS)
+	$(PY) -m pytest -n $(JOBS) --dist loadscope
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -n $(JOBS) -m "not site"
+	$(PY) -m pytest -n $(JOBS) --dist loadscope -m "not site"
 
 clean:
 	rm -rf _build course
