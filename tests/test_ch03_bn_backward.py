@@ -408,24 +408,18 @@ def contract_only(cache):
     return {key: cache[key] for key in CONTRACT}
 
 
-@pytest.mark.parametrize("backward", BACKWARDS, ids=lambda f: f.__name__)
-def test_backward_needs_only_the_contract_keys(backward):
+CONTRACT_PAIRS = [(batchnorm_forward, backward, (7, 4)) for backward in BACKWARDS] + [
+    (spatial_batchnorm_forward, spatial_batchnorm_backward, (3, 4, 2, 5))]
+
+
+@pytest.mark.parametrize("forward, backward, shape", CONTRACT_PAIRS, ids=lambda v: getattr(v, "__name__", "x"))
+def test_backward_needs_only_the_contract_keys(forward, backward, shape):
     rng = np.random.default_rng(11)
-    x, gamma, beta = rng.normal(3.0, 2.0, (7, 4)), rng.uniform(0.5, 2, 4), rng.normal(size=4)
+    x, gamma, beta = rng.normal(3.0, 2.0, shape), rng.uniform(0.5, 2, 4), rng.normal(size=4)
     dout = rng.standard_normal(x.shape)
-    _, cache = batchnorm_forward(x, gamma, beta)
+    _, cache = forward(x, gamma, beta)
     expected = torch_bn_grads(x, gamma, beta, dout)
     for got, want in zip(backward(dout, contract_only(cache)), expected):
-        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
-
-
-def test_spatial_backward_needs_only_the_contract_keys():
-    rng = np.random.default_rng(12)
-    x, gamma, beta = rng.normal(1.0, 2.0, (3, 4, 2, 5)), rng.uniform(0.5, 2, 4), rng.normal(size=4)
-    dout = rng.standard_normal(x.shape)
-    _, cache = spatial_batchnorm_forward(x, gamma, beta)
-    expected = torch_bn_grads(x, gamma, beta, dout)
-    for got, want in zip(spatial_batchnorm_backward(dout, contract_only(cache)), expected):
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
 
 
