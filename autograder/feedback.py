@@ -17,6 +17,13 @@ class Mismatch(AssertionError):
     """A wrong answer; the message says what is wrong, in a student's words."""
 
 
+# The suites' largest offset, in spreads, for float64 inputs. There the one-pass variance
+# mean(x**2) - mean(x)**2 has a relative error of about u * LARGE_OFFSET**2 = 1e-16 * 1e12 =
+# 1e-4, a thousand times the float64 tolerance, in any order of summation, while the two-pass
+# formula keeps an error of about u * LARGE_OFFSET = 1e-10: the one-pass formula fails there
+# always (at 1e4 spreads it passed or failed depending on the order of the sums).
+LARGE_OFFSET = 1e6
+
 # For inputs whose offset dwarfs their spread: the usual cause of a wrong answer there.
 CANCELLATION = ("The offset of x is large compared with its spread (about 1e6 times here): computing the "
                 "variance as mean(x**2) - mean(x)**2 (the one-pass formula) loses every digit to "

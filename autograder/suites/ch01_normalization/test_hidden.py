@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from autograder.feedback import CANCELLATION, Mismatch, as_array, check_array, check_unchanged, hint_unless_named, unpack
+from autograder.feedback import CANCELLATION, LARGE_OFFSET, Mismatch, as_array, check_array, check_unchanged, hint_unless_named, unpack
 from autograder.mistakes import ch01_normalization as M
 from autograder.suitekit import numbers, scalar
 from solutions import ch01_normalization as ref
@@ -43,13 +43,6 @@ STANDARDIZE_CASES = [
     (10, (1.0, 1e-2, 100.0), 0.0, np.float32),
     (64, (3.0, 1.0, 1e-3), (-2.0, 0.0, 0.0), np.float32),
 ]
-
-
-# An offset this many times the spread (float64): the one-pass variance mean(X**2) - mean(X)**2
-# has a relative error of about u * (offset / spread)**2 = 1e-16 * 1e12 = 1e-4, a thousand times
-# the tolerance, in any order of summation; the two-pass formula keeps an error of about
-# u * offset / spread = 1e-10. So the one-pass formula fails there always.
-LARGE_OFFSET = 1e6
 
 
 def case_id(case):

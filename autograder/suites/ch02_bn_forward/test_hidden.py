@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from autograder.feedback import CANCELLATION, Mismatch, check_array, check_unchanged, hint_unless_named, unpack
+from autograder.feedback import CANCELLATION, LARGE_OFFSET, Mismatch, check_array, check_unchanged, hint_unless_named, unpack
 from autograder.mistakes import ch02_bn_forward as M
 from solutions import ch02_bn_forward as ref
 
@@ -13,21 +13,14 @@ CASES = [
     (2, 3, 1.0, 0.0, np.float64),
     (16, 4, 1e-3, 0.0, np.float64),   # var < eps: catches eps in the wrong place
     (32, 6, 1e3, 5e3, np.float64),
-    (5, 7, 1.0, 1e6, np.float64),     # large offset: see LARGE_OFFSET
+    (5, 7, 1.0, 1e6, np.float64),     # large offset: see feedback.LARGE_OFFSET
     (10, 3, 1.0, 0.0, np.float32),
     (64, 2, 3.0, -2.0, np.float32),
 ]
 
-# An offset this many times the spread (float64): the one-pass variance mean(x**2) - mean(x)**2
-# has a relative error of about u * (offset / spread)**2 = 1e-16 * 1e12 = 1e-4, a thousand times
-# the tolerance, in any order of summation; the two-pass formula keeps an error of about
-# u * offset / spread = 1e-10. So the one-pass formula fails here always, and nowhere else.
-LARGE_OFFSET = 1e6
-
-
 def tol(dtype, expected=None):
     """rtol by dtype (u = 6e-8 in float32: 1e-4 covers reductions of up to 64 values with a margin of
-    about 100; 1e-7 in float64 leaves room for offsets of 1e6 times the spread, see LARGE_OFFSET);
+    about 100; 1e-7 in float64 leaves room for offsets of 1e6 times the spread, see feedback.LARGE_OFFSET);
     atol the same fraction of the largest expected value, for entries near zero."""
     rtol = 1e-4 if np.dtype(dtype) == np.float32 else 1e-7
     scale = float(np.abs(expected).max()) if expected is not None and np.size(expected) else 1.0

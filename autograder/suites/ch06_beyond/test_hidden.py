@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from autograder.feedback import CANCELLATION, Mismatch, check_array, check_unchanged, hint_unless_named, unpack
+from autograder.feedback import CANCELLATION, LARGE_OFFSET, Mismatch, check_array, check_unchanged, hint_unless_named, unpack
 from autograder.mistakes import ch06_beyond as M
 from autograder.sandbox import SubmissionError
 from solutions import ch06_beyond as ref
@@ -30,17 +30,10 @@ LN_CASES = [
     (2, 3, 1.0, 0.0, np.float64),
     (6, 5, 1e-3, 0.0, np.float64),    # var < eps: catches eps in the wrong place
     (5, 16, 1e3, 5e3, np.float64),
-    (3, 10, 1.0, 1e6, np.float64),    # large offset: see LARGE_OFFSET
+    (3, 10, 1.0, 1e6, np.float64),    # large offset: see feedback.LARGE_OFFSET
     (8, 6, 1.0, 0.0, np.float32),
     (4, 32, 3.0, -2.0, np.float32),
 ]
-
-
-# An offset this many times the spread (float64): the one-pass variance mean(x**2) - mean(x)**2
-# has a relative error of about u * (offset / spread)**2 = 1e-16 * 1e12 = 1e-4, a thousand times
-# the tolerance, in any order of summation; the two-pass formula keeps an error of about
-# u * offset / spread = 1e-10. So the one-pass formula fails here always, and nowhere else.
-LARGE_OFFSET = 1e6
 
 
 def ln_inputs(rng, N, D, scale, offset, dtype):
