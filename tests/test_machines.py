@@ -35,8 +35,8 @@ TORCH_CHAPTERS = ["ch04_cnn", "ch05_covariate_shift"]
 
 
 def supported(capability: str) -> bool:
-    """Whether this CPU runs PyTorch's kernels of ``capability`` (an unsupported request falls
-    back silently to a lower one, which would only repeat another configuration)."""
+    """Whether this CPU runs PyTorch's kernels of ``capability``. An unsupported request is not
+    refused: PyTorch reports it, and some of its kernels then die of an illegal instruction."""
     checks = {"default": lambda: True,
               "avx2": getattr(torch.cpu, "_is_avx2_supported", lambda: False),
               "avx512": getattr(torch.cpu, "_is_avx512_supported", lambda: False)}
