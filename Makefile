@@ -17,7 +17,7 @@ ifneq ($(shell test -x $(PY) -a -x $(JB) -a -x $(VENV)/bin/pytest -a -f $(STAMP)
 .PHONY: $(STAMP)
 endif
 
-.PHONY: help venv data book instructor-book release grade test test-fast bench clean
+.PHONY: help venv data book instructor-book release grade autograde test test-fast bench clean
 
 help:
 	@echo "make book             build the student website into _build/html"
@@ -26,6 +26,7 @@ help:
 	@echo "make test-fast        run the tests that need no built website"
 	@echo "make release          nbgrader source and release notebooks in course/ (make release SLUGS=ch02_bn_forward)"
 	@echo "make grade ASSIGNMENT=ch02_bn_forward SUBMISSIONS=dir   grade a class into _build/grades/ASSIGNMENT"
+	@echo "make autograde ASSIGNMENT=ch02_bn_forward   nbgrader autograde, with the sandboxed scores in its grade book"
 	@echo "make bench            time grade-all and nbgrader autograde on a generated class"
 	@echo "make data             find Fashion-MNIST, or download and verify it"
 	@echo "make clean            remove _build (keeps .venv and data)"
@@ -59,6 +60,10 @@ grade: $(STAMP)
 	@test -n "$(ASSIGNMENT)" -a -n "$(SUBMISSIONS)" || { echo "usage: make grade ASSIGNMENT=<slug> SUBMISSIONS=<dir> [JOBS=2]"; exit 2; }
 	$(PY) -m autograder grade-all --assignment $(ASSIGNMENT) $(SUBMISSIONS) --out _build/grades/$(ASSIGNMENT) --jobs $(JOBS)
 	@echo "grades: _build/grades/$(ASSIGNMENT)/grades.csv; feedback: _build/grades/$(ASSIGNMENT)/<student>/feedback.txt"
+
+autograde: $(STAMP)
+	@test -n "$(ASSIGNMENT)" || { echo "usage: make autograde ASSIGNMENT=<slug> [JOBS=2]  (submissions in course/submitted)"; exit 2; }
+	$(PY) -m autograder autograde --assignment $(ASSIGNMENT) --jobs $(JOBS)
 
 bench: $(STAMP)
 	$(PY) bench/grading.py --jobs $(JOBS)

@@ -3,6 +3,10 @@
     python -m autograder grade --assignment SLUG SUBMISSION [--format json|text] [--timeout S]
     python -m autograder grade-all --assignment SLUG DIR --out OUTDIR [--jobs N]
     python -m autograder check SUBMISSION [--assignment SLUG]
+    python -m autograder autograde --assignment SLUG [--course DIR] [--out OUTDIR] [--jobs N]
+
+``autograde`` runs nbgrader's autograde for its records, grades the same submissions in the
+sandbox and writes those scores into nbgrader's grade book (``autograder.gradebook``).
 
 Exit status 0 whenever grading completed, whatever the score; 2 when the grader could not
 run (unknown assignment, unreadable arguments).
@@ -169,6 +173,35 @@ def write_outputs(slug: str, results: list[tuple[str, Report]], out: Path) -> No
         (folder / "feedback.txt").write_text(format_text(report) + "\n")
 
 
+# ---------------------------------------------------------------------------- autograde
+
+def _autograde(args) -> int:
+    from .gradebook import autograde
+    from .release import COURSE, ROOT
+
+    slug = _check_assignment(args.assignment)
+    if args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    course = args.course or COURSE
+    if not (course / "submitted").is_dir():
+        raise UsageError(f"{course / 'submitted'} does not exist: collect the submissions first (nbgrader collect)")
+    out = args.out or ROOT / "_build" / "grades" / slug
+    try:
+        reports, differences, problems = autograde(slug, course, out, args.jobs, args.timeout)
+    except RuntimeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for line in problems:
+        print(f"nbgrader: {line}", file=sys.stderr)
+    print(f"grade book: {len(reports)} submissions of {slug} hold the sandboxed scores; grades in {out / 'grades.csv'}")
+    if differences:
+        print(f"{len(differences)} score(s) differed from what the student's kernel reported "
+              f"(the sandboxed score was recorded; see {out / 'differences.csv'}):")
+        for d in differences:
+            print(f"  {d.student} {d.cell or '(submission)'}: in-kernel {d.in_kernel}, sandboxed {d.sandboxed}: {d.note}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- main
 
 def _guess_assignment(path: Path) -> str:
@@ -200,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     p.add_argument("--timeout", type=float, default=10.0)
+    p = sub.add_parser("autograde", help="nbgrader autograde, with the sandboxed scores in the grade book")
+    p.add_argument("--assignment", required=True)
+    p.add_argument("--course", type=Path, default=None, help="the nbgrader course directory (default: course/)")
+    p.add_argument("--out", type=Path, default=None, help="grade-all's output (default: _build/grades/SLUG)")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--timeout", type=float, default=10.0)
     p = sub.add_parser("check", help="run the public checks on your notebook")
     p.add_argument("submission", type=Path)
     p.add_argument("--assignment")
@@ -225,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
             mean = sum(r.score for _, r in results) / len(results)
             print(f"graded {len(results)} submissions of {slug} in {time.monotonic() - start:.1f} s; "
                   f"mean score {mean:.2f}/{results[0][1].max_score:g}; grades in {args.out / 'grades.csv'}")
+        elif args.command == "autograde":
+            return _autograde(args)
         elif args.command == "check":
             slug = _check_assignment(args.assignment) if args.assignment else _guess_assignment(args.submission)
             report = grade(slug, args.submission, public_only=True)

@@ -8,7 +8,6 @@ import pytest
 from nbgrader.api import Gradebook
 
 from autograder import notebooks as nbgen
-from autograder.cli import grade_all
 from autograder.release import nbgrader, release, source_notebook
 
 SLUG = "ch02_bn_forward"
@@ -70,42 +69,134 @@ BUGS = {
 }
 
 
+# A notebook that changes how it is graded: under nbgrader's autograde the graded cells call
+# autograder.inline.grade in the student's kernel, so it replaces that function (and check, so
+# that its unfinished exercises do not show).
+TAMPER = ("import autograder.inline as _inline\n"
+          "from autograder.runner import suite_points as _points\n"
+          "_inline.grade = lambda slug, exercise, *args, **kwargs: _points(slug)[exercise]   # full marks\n"
+          "_inline.check = lambda *args, **kwargs: print('all public checks passed.')")
+
+
 @pytest.fixture(scope="module")
 def class_graded(course, tmp_path_factory):
-    """A small class (correct, partly correct, broken) graded by nbgrader and by grade-all."""
+    """A small class (correct, partly correct, broken, tampering) through ``autograde``:
+    nbgrader's autograde, grade-all in the sandbox, the sandboxed scores into the grade book."""
+    from autograder.gradebook import autograde
+
     release_nb = nbformat.read(course / "release" / SLUG / f"{SLUG}.ipynb", as_version=4)
     students = {name: fill(release_nb, bug) for name, bug in BUGS.items()}
     broken = fill(release_nb, drop=("update_running_stats", "batchnorm_inference", "spatial_batchnorm_forward"))
     broken.cells.insert(3, nbformat.v4.new_code_cell("def oops(:\n    pass"))  # a syntax error
     students["broken"] = broken
+    tamper = fill(release_nb, drop=("batchnorm_inference", "spatial_batchnorm_forward"))
+    tamper.cells.insert(1, nbformat.v4.new_code_cell(TAMPER))
+    students["tamper"] = tamper
+    # a forgery nbgrader itself refuses (more points than the cell has): it drops the notebook
+    overflow = fill(release_nb)
+    overflow.cells.insert(1, nbformat.v4.new_code_cell(
+        "import autograder.inline as _inline\n_inline.grade = lambda *args, **kwargs: 1000.0"))
+    students["overflow"] = overflow
     for name, nb in students.items():
         target = course / "submitted" / name / SLUG / f"{SLUG}.ipynb"
         target.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, target)
-    result = nbgrader("autograde", SLUG, "--force", course=course)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    nbgrader_scores = {}
+    out = tmp_path_factory.mktemp("grades")
+    ours, differences, problems = autograde(SLUG, course, out, jobs=2, timeout=10)
+    assert any("overflow" in line for line in problems), problems                 # nbgrader's own errors
+    assert not any(f"/{name}/" in line for line in problems for name in students if name != "overflow")
+    book = {}
     with Gradebook(f"sqlite:///{course}/gradebook.db") as gb:
         for name in students:
             submission = gb.find_submission_notebook(SLUG, SLUG, name)
-            nbgrader_scores[name] = {g.name.removeprefix("check_"): g.score for g in submission.grades if g.name.startswith("check_")}
-    out = tmp_path_factory.mktemp("grades")
-    ours = dict(grade_all(SLUG, course, out, jobs=2, timeout=10))
-    return nbgrader_scores, ours, out
+            book[name] = {g.name.removeprefix("check_"): g.score for g in submission.grades if g.name.startswith("check_")}
+    return book, ours, differences, out
 
 
-def test_autograde_and_grade_all_give_the_same_scores(class_graded):
-    nbgrader_scores, ours, _ = class_graded
-    for name, scores in nbgrader_scores.items():
-        per_exercise = {exercise: earned for exercise, (earned, _) in ours[name].by_exercise().items()}
-        assert scores == pytest.approx(per_exercise), f"{name}: nbgrader {scores} vs grade-all {per_exercise}"
+def sandboxed(report):
+    return {exercise: earned for exercise, (earned, _) in report.by_exercise().items()}
+
+
+def test_grade_book_holds_the_sandboxed_scores(class_graded):
+    book, ours, _, _ = class_graded
+    for name, scores in book.items():
+        assert scores == pytest.approx(sandboxed(ours[name])), f"{name}: grade book {scores} vs grade-all {sandboxed(ours[name])}"
+
+
+def test_honest_notebooks_score_the_same_in_the_kernel_and_in_the_sandbox(class_graded):
+    """nbgrader's own in-kernel run agrees with grade-all on every honest notebook."""
+    _, _, differences, _ = class_graded
+    assert {d.student for d in differences} == {"tamper", "overflow"}, differences
+
+
+def test_a_notebook_nbgrader_cannot_process_is_in_the_grade_book_all_the_same(class_graded):
+    """nbgrader drops a notebook whose graded cell claims more points than it has; the grade
+    book gets it back, with the sandboxed scores, and the report says so."""
+    book, ours, differences, _ = class_graded
+    assert book["overflow"] == pytest.approx(sandboxed(ours["overflow"]))
+    assert ours["overflow"].score == ours["overflow"].max_score          # its code is the reference
+    notes = [d.note for d in differences if d.student == "overflow"]
+    assert notes and all(note.startswith("nbgrader recorded no score") for note in notes), notes
+
+
+def test_a_submission_missing_from_the_grade_book_is_added(course, class_graded):
+    """A student graded in the sandbox whom nbgrader never recorded gets a submission in the
+    grade book, with the sandboxed scores: no student is dropped."""
+    from autograder.gradebook import course_db_url, record_scores
+
+    _, ours, _, _ = class_graded
+    try:
+        differences = record_scores(course_db_url(course), SLUG, {"late": ours["eps_outside"]})
+        assert [d.student for d in differences] == ["late"] and "added to the grade book" in differences[0].note
+        with Gradebook(course_db_url(course)) as gb:
+            grades = gb.find_submission_notebook(SLUG, SLUG, "late").grades
+            recorded = {g.name.removeprefix("check_"): g.score for g in grades if g.name.startswith("check_")}
+        assert recorded == pytest.approx(sandboxed(ours["eps_outside"]))
+    finally:                        # the class of the other tests stays as it was
+        with Gradebook(course_db_url(course)) as gb:
+            gb.remove_submission(SLUG, "late")
+            gb.remove_student("late")
+
+
+def test_a_tampering_notebook_scores_what_its_code_earns_and_is_reported(class_graded):
+    book, ours, differences, out = class_graded
+    forged = {d.cell: d for d in differences if d.student == "tamper"}
+    assert set(forged) == {"check_batchnorm_inference", "check_spatial_batchnorm_forward"}
+    full = ours["correct"].by_exercise()
+    for cell, d in forged.items():
+        assert d.in_kernel == full[cell.removeprefix("check_")][1] and d.sandboxed == 0   # forged in the kernel
+    assert book["tamper"]["batchnorm_inference"] == 0 and book["tamper"]["spatial_batchnorm_forward"] == 0
+    assert book["tamper"]["batchnorm_forward"] == full["batchnorm_forward"][0]
+    assert "tamper,check_batchnorm_inference," in (out / "differences.csv").read_text()
+
+
+def test_nbgrader_export_gives_the_sandboxed_scores(course, class_graded, tmp_path):
+    """What an instructor exports (nbgrader export) is what grade-all computed."""
+    import csv
+
+    _, ours, _, _ = class_graded
+    result = nbgrader("export", course=course, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    rows = {row["student_id"]: row for row in csv.DictReader(open(tmp_path / "grades.csv"))
+            if row["assignment"] == SLUG}
+    assert set(rows) == set(ours)
+    for name, report in ours.items():
+        assert float(rows[name]["raw_score"]) == pytest.approx(report.score), name
 
 
 def test_the_class_is_ranked_as_expected(class_graded):
-    _, ours, out = class_graded
+    _, ours, _, out = class_graded
     assert ours["correct"].score == ours["correct"].max_score
     assert ours["broken"].score < ours["eps_outside"].score < ours["correct"].score
     assert ours["reversed"].by_exercise()["update_running_stats"][0] < ours["correct"].by_exercise()["update_running_stats"][0]
     assert any("SyntaxError" in m for m in ours["broken"].messages)
     csv = (out / "grades.csv").read_text()
     assert re.search(r"^correct,ch02_bn_forward,(\d+),\1,", csv, re.M)
+
+
+def test_autograde_command_refuses_a_course_without_submissions(tmp_path, capsys):
+    from autograder.cli import main
+
+    assert main(["autograde", "--assignment", SLUG, "--course", str(tmp_path)]) == 2
+    assert "nbgrader collect" in capsys.readouterr().err
+    assert main(["autograde", "--assignment", "ch99_nothing", "--course", str(tmp_path)]) == 2
