@@ -25,9 +25,16 @@ class Mismatch(AssertionError):
 LARGE_OFFSET = 1e6
 
 # For inputs whose offset dwarfs their spread: the usual cause of a wrong answer there.
-CANCELLATION = ("The offset of x is large compared with its spread (about 1e6 times here): computing the "
-                "variance as mean(x**2) - mean(x)**2 (the one-pass formula) loses every digit to "
-                "catastrophic cancellation; compute mean((x - mean)**2).")
+CANCELLATION = (f"The offset of x is large compared with its spread (about {LARGE_OFFSET:.0e} times "
+                "here): computing the variance as mean(x**2) - mean(x)**2 (the one-pass formula) loses "
+                "every digit to catastrophic cancellation; compute mean((x - mean)**2).").replace("e+0", "e")
+
+
+def cancellation_hint(offset, spread) -> str | None:
+    """:data:`CANCELLATION` for inputs whose offsets reach ``LARGE_OFFSET`` spreads (per column
+    when arrays are given), else None: the hint for :func:`hint_unless_named`."""
+    ratio = np.max(np.abs(np.asarray(offset, dtype=float)) / np.asarray(spread, dtype=float))
+    return CANCELLATION if ratio >= LARGE_OFFSET else None
 
 
 @contextmanager

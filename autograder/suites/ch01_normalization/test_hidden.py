@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from autograder.feedback import CANCELLATION, LARGE_OFFSET, Mismatch, as_array, check_array, check_unchanged, hint_unless_named, unpack
+from autograder.feedback import Mismatch, as_array, cancellation_hint, check_array, check_unchanged, hint_unless_named, unpack
 from autograder.mistakes import ch01_normalization as M
 from autograder.suitekit import numbers, scalar
 from solutions import ch01_normalization as ref
@@ -13,7 +13,7 @@ def tol(dtype, expected=None):
     """Tolerances: relative, plus an absolute floor tied to the largest expected value.
 
     float64: a correct Z is off by about u * |offset| / spread = 1e-10 in every entry at the
-    largest offsets (LARGE_OFFSET), near zero too; 1e-7 of the largest value covers that."""
+    largest offsets (feedback.LARGE_OFFSET), near zero too; 1e-7 of the largest value covers that."""
     rtol, floor = (1e-4, 1e-6) if dtype == np.float32 else (1e-7, 1e-7)
     scale = float(np.max(np.abs(expected))) if expected is not None and np.size(expected) else 1.0
     return dict(rtol=rtol, atol=floor * (scale if np.isfinite(scale) and scale > 0 else 1.0))
@@ -39,7 +39,7 @@ STANDARDIZE_CASES = [
     (8, (1.0, 2.0, 0.5, 3.0, 1.0), 0.0, np.float64),
     (2, (1.0, 1.0, 4.0), (0.0, 1.0, -2.0), np.float64),
     (16, (1e-3, 1e-5, 1.0, 1e3), (0.0, 0.0, 5.0, -1e3), np.float64),
-    (32, (1.0, 10.0, 1e-2), (1e4, -1e4, 1e4), np.float64),   # offsets up to LARGE_OFFSET times the spread
+    (32, (1.0, 10.0, 1e-2), (1e4, -1e4, 1e4), np.float64),   # offsets up to feedback.LARGE_OFFSET times the spread
     (10, (1.0, 1e-2, 100.0), 0.0, np.float32),
     (64, (3.0, 1.0, 1e-3), (-2.0, 0.0, 0.0), np.float32),
 ]
@@ -61,15 +61,15 @@ def test_standardize_matches_reference(student, rng, case):
     mistakes = M.standardize_mistakes(X)
     context = (f"X of shape {X.shape}, {np.dtype(dtype).name}, column scales {', '.join(f'{s:g}' for s in scales)}"
                f", offsets {', '.join(f'{o:g}' for o in np.broadcast_to(offsets, len(scales)))}")
-    large = np.max(np.abs(np.broadcast_to(offsets, len(scales))) / np.asarray(scales)) >= LARGE_OFFSET
-    with hint_unless_named(CANCELLATION if large else None):
+    hint = cancellation_hint(np.broadcast_to(offsets, len(scales)), scales)
+    with hint_unless_named(hint):
         check_array(Z, exp_Z, "Z", mistakes=mistakes["Z"], context=context, **tol(dtype, exp_Z))
     if np.shape(mean) == (N,) and N != X.shape[1]:
         raise Mismatch(f"mean has shape ({N},), one value per row: {M.MSG['axis']}")
     # the mean of each column to a fraction of that column's spread
     check_array(mean, exp_mean, "mean", context=context, rtol=tol(dtype)["rtol"],
                 atol=tol(dtype)["rtol"] * np.sqrt(exp_var.astype(np.float64)) + 1e-30)
-    with hint_unless_named(CANCELLATION if large else None):
+    with hint_unless_named(hint):
         check_array(var, exp_var, "var", mistakes=mistakes["var"], context=context, rtol=tol(dtype)["rtol"], atol=1e-30)
     unchanged(X, after[0], "X")
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from autograder.feedback import CANCELLATION, LARGE_OFFSET, Mismatch, check_array, check_unchanged, hint_unless_named, unpack
+from autograder.feedback import Mismatch, cancellation_hint, check_array, check_unchanged, hint_unless_named, unpack
 from autograder.mistakes import ch02_bn_forward as M
 from solutions import ch02_bn_forward as ref
 
@@ -17,6 +17,7 @@ CASES = [
     (10, 3, 1.0, 0.0, np.float32),
     (64, 2, 3.0, -2.0, np.float32),
 ]
+
 
 def tol(dtype, expected=None):
     """rtol by dtype (u = 6e-8 in float32: 1e-4 covers reductions of up to 64 values with a margin of
@@ -46,7 +47,7 @@ def test_batchnorm_forward_matches_reference(student, rng, case):
     result, after = student.call_checked("batchnorm_forward", x, gamma, beta)
     out, cache = unpack(result, 2, "out, cache")
     expected, ref_cache = ref.batchnorm_forward(x.astype(np.float64), gamma.astype(np.float64), beta.astype(np.float64))
-    with hint_unless_named(CANCELLATION if abs(case[3]) >= LARGE_OFFSET * case[2] else None):
+    with hint_unless_named(cancellation_hint(case[3], case[2])):
         check_array(out, expected, "out", mistakes=M.forward_mistakes(x, gamma, beta), context=ctx(*case),
                     **tol(case[4], expected))
     for name, before, value in zip(("x", "gamma", "beta"), (x, gamma, beta), after):
@@ -56,7 +57,7 @@ def test_batchnorm_forward_matches_reference(student, rng, case):
     for key in ("x_hat", "mean", "var"):
         if key not in cache:
             raise Mismatch(f"cache has no key {key!r}; the backward pass (chapter 3) needs it")
-        with hint_unless_named(CANCELLATION if abs(case[3]) >= LARGE_OFFSET * case[2] else None):
+        with hint_unless_named(cancellation_hint(case[3], case[2])):
             check_array(cache[key], ref_cache[key], f"cache[{key!r}]", context=ctx(*case),
                         mistakes={M.MSG["unbiased"]: x.astype(np.float64).var(0, ddof=1)} if key == "var" else None,
                         **tol(case[4], ref_cache[key] if key != "mean" else np.sqrt(ref_cache["var"])))
