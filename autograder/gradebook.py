@@ -21,6 +21,7 @@ grader:
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,8 +107,6 @@ def record_scores(db_url: str, slug: str, reports: dict[str, Report]) -> list[Di
 def course_db_url(course: Path) -> str:
     """The grade book nbgrader uses for ``course``: ``BNGRADE_DB_URL`` for the project's own
     course directory (as ``nbgrader_config.py`` says), else the course's SQLite file."""
-    import os
-
     from .release import COURSE
 
     if Path(course).resolve() == COURSE.resolve() and os.environ.get("BNGRADE_DB_URL"):
