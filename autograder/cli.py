@@ -8,8 +8,10 @@
 ``autograde`` runs nbgrader's autograde for its records, grades the same submissions in the
 sandbox and writes those scores into nbgrader's grade book (``autograder.gradebook``).
 
-Exit status 0 whenever grading completed, whatever the score; 2 when the grader could not
-run (unknown assignment, unreadable arguments).
+Exit status 0 whenever grading completed, whatever the score (``check``: 1 when a public
+check failed); 2 when the grader could not run: unknown assignment, a path that is not a
+submission, a notebook of another assignment, or no sandbox (``--no-sandbox`` grades
+trusted code without one).
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-from .runner import Report, assignments, grade, grade_many
-from .sandbox import Limits
+from .identify import assignments, guess_assignment, other_assignment
+from .runner import Report, grade, grade_many
+from .sandbox import Limits, SandboxUnavailable, require_isolation, unavailable_reason
 
 
 class UsageError(Exception):
@@ -95,21 +98,26 @@ def find_submissions(directory: Path, slug: str) -> dict[str, Path]:
 
 def _grade_chunk(args):
     """Grade a chunk of a class in one pytest session (in a worker process of the pool)."""
-    slug, chunk, timeout, out = args
+    slug, chunk, timeout, sandboxed = args
     try:
-        reports = grade_many(slug, dict(chunk), limits=Limits(timeout_s=timeout), hide=[out])
+        reports = grade_many(slug, dict(chunk), limits=Limits(timeout_s=timeout), sandboxed=sandboxed)
+    except SandboxUnavailable:
+        raise
     except Exception as err:  # noqa: BLE001 - one chunk's failure must not stop the class
         reports = {}
         for student, path in chunk:
             try:  # grade the chunk's students one by one, so only the culprit is lost
-                reports[student] = grade_many(slug, {student: path}, limits=Limits(timeout_s=timeout), hide=[out])[student]
+                reports[student] = grade_many(slug, {student: path}, limits=Limits(timeout_s=timeout),
+                                              sandboxed=sandboxed)[student]
             except Exception:  # noqa: BLE001
                 reports[student] = Report(assignment=slug, submission=str(path),
                                           messages=[f"grader error: {type(err).__name__}: {err}"])
     return list(reports.items())
 
 
-def grade_all(slug: str, directory: Path, out: Path, jobs: int, timeout: float) -> list[tuple[str, Report]]:
+def grade_all(slug: str, directory: Path, out: Path, jobs: int, timeout: float,
+              sandboxed: bool = True) -> list[tuple[str, Report]]:
+    require_isolation(sandboxed)  # refuse before anything runs
     submissions = find_submissions(directory, slug)
     if not submissions:
         raise UsageError(f"no submissions for {slug} in {directory} (expected submitted/<student>/{slug}/*.ipynb "
@@ -117,7 +125,7 @@ def grade_all(slug: str, directory: Path, out: Path, jobs: int, timeout: float) 
     out.mkdir(parents=True, exist_ok=True)
     items = list(submissions.items())
     size = max(1, min(25, -(-len(items) // (jobs * 4))))  # several chunks per job: balance and progress
-    chunks = [(slug, items[i:i + size], timeout, out.resolve()) for i in range(0, len(items), size)]
+    chunks = [(slug, items[i:i + size], timeout, sandboxed) for i in range(0, len(items), size)]
     results: dict[str, Report] = {}
     progress = _progress(len(items))
     if jobs <= 1:
@@ -187,7 +195,8 @@ def _autograde(args) -> int:
         raise UsageError(f"{course / 'submitted'} does not exist: collect the submissions first (nbgrader collect)")
     out = args.out or ROOT / "_build" / "grades" / slug
     try:
-        reports, differences, problems = autograde(slug, course, out, args.jobs, args.timeout)
+        reports, differences, problems = autograde(slug, course, out, args.jobs, args.timeout,
+                                                   sandboxed=not args.no_sandbox)
     except RuntimeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -204,13 +213,30 @@ def _autograde(args) -> int:
 
 # ---------------------------------------------------------------------------- main
 
+SUBMISSION_SUFFIXES = (".ipynb", ".py")
+
+
+def _submission_file(path: Path, slug: str | None = None) -> Path:
+    """``path`` if it can be a submission (of ``slug``), else :class:`UsageError`."""
+    if not path.exists():
+        raise UsageError(f"{path}: no such file")
+    if path.is_dir():
+        raise UsageError(f"{path} is a directory; grade one file, or a class with grade-all")
+    if path.suffix not in SUBMISSION_SUFFIXES:
+        raise UsageError(f"{path.name} is not a submission: expected a .ipynb notebook or a .py file")
+    if slug is not None:
+        other = other_assignment(path, slug)
+        if other:
+            raise UsageError(f"{path.name} holds the exercises of {other}, not {slug}; "
+                             f"use --assignment {other}")
+    return path
+
+
 def _guess_assignment(path: Path) -> str:
-    names = assignments()
-    for part in [path.stem, path.parent.name, *path.parts]:
-        for slug in names:
-            if slug in part:
-                return slug
-    raise UsageError(f"cannot tell which assignment {path.name} is; pass --assignment (one of {', '.join(names)})")
+    slug = guess_assignment(path)
+    if slug is None:
+        raise UsageError(f"cannot tell which assignment {path.name} is; pass --assignment (one of {', '.join(assignments())})")
+    return slug
 
 
 def _check_assignment(slug: str) -> str:
@@ -222,27 +248,44 @@ def _check_assignment(slug: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m autograder", description="Grade Batch Normalization course exercises.")
     sub = parser.add_subparsers(dest="command", required=True)
+    no_sandbox = dict(action="store_true", help="run the submissions without isolation (only for code you trust)")
     p = sub.add_parser("grade", help="grade one submission")
     p.add_argument("--assignment", required=True)
     p.add_argument("submission", type=Path)
     p.add_argument("--format", choices=("json", "text"), default="text")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per test call (default 10)")
+    p.add_argument("--no-sandbox", **no_sandbox)
     p = sub.add_parser("grade-all", help="grade a class")
     p.add_argument("--assignment", required=True)
     p.add_argument("directory", type=Path)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--no-sandbox", **no_sandbox)
     p = sub.add_parser("autograde", help="nbgrader autograde, with the sandboxed scores in the grade book")
     p.add_argument("--assignment", required=True)
     p.add_argument("--course", type=Path, default=None, help="the nbgrader course directory (default: course/)")
     p.add_argument("--out", type=Path, default=None, help="grade-all's output (default: _build/grades/SLUG)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     p.add_argument("--timeout", type=float, default=10.0)
-    p = sub.add_parser("check", help="run the public checks on your notebook")
+    p.add_argument("--no-sandbox", **no_sandbox)
+    p = sub.add_parser("check", help="run the public checks on your notebook (exit 1 if one fails)")
     p.add_argument("submission", type=Path)
     p.add_argument("--assignment")
     return parser
+
+
+def _check(args) -> int:
+    """The students' command: their own code, so it runs isolated where the machine allows."""
+    _submission_file(args.submission)
+    slug = _check_assignment(args.assignment) if args.assignment else _guess_assignment(args.submission)
+    _submission_file(args.submission, slug)
+    reason = unavailable_reason()
+    if reason:
+        print(f"note: {reason}; your code runs without the sandbox", file=sys.stderr)
+    report = grade(slug, args.submission, public_only=True, sandboxed=not reason)
+    print(format_check_table(report))
+    return 0 if report.tests and all(t.status == "passed" for t in report.tests) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -253,24 +296,23 @@ def main(argv: list[str] | None = None) -> int:
             slug = _check_assignment(args.assignment)
             if args.timeout <= 0:
                 raise UsageError("--timeout must be positive")
-            report = grade(slug, args.submission, limits=Limits(timeout_s=args.timeout))
+            _submission_file(args.submission, slug)
+            report = grade(slug, args.submission, limits=Limits(timeout_s=args.timeout), sandboxed=not args.no_sandbox)
             print(json.dumps(report.to_json(), indent=2) if args.format == "json" else format_text(report))
         elif args.command == "grade-all":
             slug = _check_assignment(args.assignment)
             if args.jobs < 1:
                 raise UsageError("--jobs must be at least 1")
             start = time.monotonic()
-            results = grade_all(slug, args.directory, args.out, args.jobs, args.timeout)
+            results = grade_all(slug, args.directory, args.out, args.jobs, args.timeout, sandboxed=not args.no_sandbox)
             mean = sum(r.score for _, r in results) / len(results)
             print(f"graded {len(results)} submissions of {slug} in {time.monotonic() - start:.1f} s; "
                   f"mean score {mean:.2f}/{results[0][1].max_score:g}; grades in {args.out / 'grades.csv'}")
         elif args.command == "autograde":
             return _autograde(args)
         elif args.command == "check":
-            slug = _check_assignment(args.assignment) if args.assignment else _guess_assignment(args.submission)
-            report = grade(slug, args.submission, public_only=True)
-            print(format_check_table(report))
-    except UsageError as err:
+            return _check(args)
+    except (UsageError, SandboxUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

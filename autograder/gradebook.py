@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .runner import Report
+from .sandbox import require_isolation
 
 # Scores are sums of points such as 1, 2 or 0.5: equal up to float rounding.
 SAME_SCORE = 1e-9
@@ -121,14 +122,15 @@ def write_differences(differences: list[Difference], path: Path) -> None:
         writer.writerows(d.row() for d in differences)
 
 
-def autograde(slug: str, course: Path, out: Path, jobs: int, timeout: float, db_url: str | None = None
-              ) -> tuple[dict[str, Report], list[Difference], list[str]]:
+def autograde(slug: str, course: Path, out: Path, jobs: int, timeout: float, db_url: str | None = None,
+              sandboxed: bool = True) -> tuple[dict[str, Report], list[Difference], list[str]]:
     """The four steps of the module docstring; returns the reports, the differences and the
     error lines of nbgrader's autograde."""
     from .cli import grade_all
 
+    require_isolation(sandboxed)  # before nbgrader runs anything
     problems = run_nbgrader_autograde(slug, course)
-    reports = dict(grade_all(slug, course, out, jobs, timeout))
+    reports = dict(grade_all(slug, course, out, jobs, timeout, sandboxed=sandboxed))
     differences = record_scores(db_url or course_db_url(course), slug, reports)
     write_differences(differences, out / "differences.csv")
     return reports, differences, problems

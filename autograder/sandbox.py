@@ -5,10 +5,13 @@ that times out, crashes, exits or answers garbage is killed with its whole proce
 and started afresh (the submission is loaded again) for the next request, so one bad
 call costs only the test that made it.
 
-The worker runs ``autograder/launcher.py`` (isolation, then ``exec``) and
-``autograder/worker.py`` from a private copy in a temporary directory; the grader's own
-files, the reference solutions and the hidden tests are hidden from it (see
-``launcher.py``).
+Isolation is bubblewrap's (``bwrap``): the worker's file system is built from an
+allow-list (:func:`allowed_paths`: the interpreter, its libraries and the virtual
+environment, read-only), so the grader's files, the reference solutions, the hidden tests,
+other copies of the course and other students' work do not exist for it. Inside, the
+worker runs ``autograder/launcher.py`` (per-worker containment, then ``exec``) and
+``autograder/worker.py`` from a private copy of those files. Where bwrap cannot set this up,
+:class:`Sandbox` refuses (:class:`SandboxUnavailable`) unless told to run unisolated.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import os
 import select
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
@@ -80,19 +82,6 @@ class _DeadlineReader:
         return os.read(self.fd, min(n, 1 << 20))
 
 
-def _inaccessible_ancestors(path: Path) -> list[str]:
-    """Directories on the way to ``path`` that an unprivileged user cannot enter."""
-    out = []
-    for parent in list(path.parents)[::-1]:
-        try:
-            mode = parent.stat().st_mode
-        except OSError:
-            continue
-        if not mode & stat.S_IXOTH:
-            out.append(str(parent))
-    return out
-
-
 def _make_lib(tmp: Path) -> Path:
     """A private, read-only copy of the sandbox-side code under ``tmp``."""
     lib = tmp / "lib"
@@ -104,19 +93,112 @@ def _make_lib(tmp: Path) -> Path:
     return lib
 
 
-def _isolation_config(lib: Path, hide: list) -> dict:
-    """What to hide from a worker and what to leave it (the interpreter, the venv, ``lib``)."""
-    venv = Path(sys.prefix)
-    base = Path(os.path.realpath(sys.base_prefix))
-    cover = [str(ROOT), *map(str, hide), "/tmp", "/var/tmp", "/dev/shm"]
-    for path in (venv, base):
-        cover += _inaccessible_ancestors(path)
-    return {
-        "python": str(Path(sys.executable)),
-        "worker": str(lib / "worker.py"),
-        "cover": cover,
-        "expose": [str(venv), str(base), str(lib)],
-    }
+# ---------------------------------------------------------------------------- isolation
+
+class SandboxUnavailable(RuntimeError):
+    """Student code cannot be isolated on this machine; the message says why and what to do."""
+
+
+LIB_MOUNT = "/sandbox"      # where the worker sees its copy of the sandbox-side code
+WORKDIR = "/tmp/work"       # the worker's working directory inside the sandbox
+SYSTEM_LIBRARIES = ("/usr/lib", "/usr/lib64", "/usr/lib32", "/usr/local/lib", "/usr/local/lib64", "/etc/ld.so.cache")
+TOP_LEVEL_LINKS = ("/lib", "/lib64", "/lib32")  # merged /usr: symbolic links into /usr
+
+
+def allowed_paths() -> list[str]:
+    """What the worker may read, all read-only: the interpreter, its libraries, the venv.
+
+    Nothing else of the machine exists in the worker's file system: no ``/home``,
+    ``/root``, ``/srv``, ``/etc`` (beyond the dynamic linker's cache), no other copy of the
+    course, no ``/usr/bin`` (no shell, no tools).
+    """
+    interpreter = Path(os.path.realpath(sys.executable))
+    paths = [p for p in SYSTEM_LIBRARIES if os.path.exists(p)]
+    paths += [sys.prefix, os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix), str(interpreter)]
+    paths = sorted(set(paths), key=lambda p: (p.count("/"), p))
+    # A path inside another already allowed adds nothing.
+    return [p for i, p in enumerate(paths) if not any(p.startswith(q.rstrip("/") + "/") for q in paths[:i])]
+
+
+def bwrap_command(lib: Path) -> list[str]:
+    """``bwrap`` and its arguments: an allow-list file system and new namespaces.
+
+    The file system starts empty; the paths of :func:`allowed_paths` are bound read-only,
+    ``lib`` at ``/sandbox``; ``/tmp`` is an empty tmpfs, ``/dev`` minimal (null, zero,
+    random...), ``/proc`` that of the new PID namespace. New network (loopback only),
+    IPC, UTS, cgroup and PID namespaces; a user namespace when not root. The launcher keeps
+    the capabilities it needs inside to set up each worker (a tmpfs, a PID namespace, a
+    uid of its own), then drops them with its privileges.
+    """
+    command = ["bwrap", "--die-with-parent", "--new-session", "--unshare-net", "--unshare-ipc",
+               "--unshare-uts", "--unshare-pid", "--unshare-cgroup-try", "--hostname", "sandbox"]
+    if os.geteuid() != 0:
+        command.append("--unshare-user")
+    command += ["--cap-add", "ALL"]
+    for path in TOP_LEVEL_LINKS:
+        if os.path.islink(path):
+            command += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            command += ["--ro-bind", path, path]
+    made = set()
+    for path in allowed_paths():
+        # bwrap would make the missing parents mode 0700: unusable by the worker's uid.
+        for parent in list(Path(path).parents)[-2::-1]:
+            if str(parent) not in made and str(parent) not in TOP_LEVEL_LINKS:
+                made.add(str(parent))
+                command += ["--perms", "0755", "--dir", str(parent)]
+        command += ["--ro-bind", path, path]
+    command += ["--ro-bind", str(lib), LIB_MOUNT, "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+                "--chdir", "/", "--"]
+    return command
+
+
+_availability: dict[int, str] = {}
+
+
+def unavailable_reason() -> str:
+    """Why student code cannot be isolated here ("" when it can). Probed once per process."""
+    key = os.getpid()
+    if key not in _availability:
+        _availability[key] = _probe()
+    return _availability[key]
+
+
+def _probe() -> str:
+    if not sys.platform.startswith("linux"):
+        return f"the sandbox needs Linux (this is {sys.platform})"
+    if shutil.which("bwrap") is None:
+        return "bubblewrap (bwrap) is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
+    tmp = Path(tempfile.mkdtemp(prefix="bngrade-probe-"))
+    try:
+        os.chmod(tmp, 0o711)
+        lib = _make_lib(tmp)
+        probe = [sys.executable, "-I", "-B", "-c", "import sys; sys.path.insert(0, %r); import launcher" % LIB_MOUNT]
+        result = subprocess.run(bwrap_command(lib) + probe, capture_output=True, text=True, timeout=60,
+                                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"bwrap could not be run ({err})"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        return f"bwrap cannot set up the sandbox here ({lines[-1] if lines else f'exit {result.returncode}'})"
+    return ""
+
+
+def require_isolation(sandboxed: bool = True) -> str:
+    """The isolation mode to use: ``"bwrap"``, or ``"none"`` when ``sandboxed`` is False.
+
+    Raises :class:`SandboxUnavailable` (with what to do) when isolation was asked for and
+    cannot be set up: untrusted code is never run unisolated by default.
+    """
+    if not sandboxed:
+        return "none"
+    reason = unavailable_reason()
+    if reason:
+        raise SandboxUnavailable(f"cannot isolate student code: {reason}. Grading untrusted code without "
+                                 f"isolation is refused; pass --no-sandbox only for code you trust")
+    return "bwrap"
 
 
 # Settings of the numerical libraries that pass from the grader's environment to the worker:
@@ -140,10 +222,31 @@ def _worker_env(workdir) -> dict:
     }
 
 
-class _Worker:
-    """A worker forked by the zygote, with the interface of ``subprocess.Popen`` we use."""
+def _launch_command(lib: Path, mode: str, config: dict) -> list[str]:
+    """The command that starts ``launcher.py`` with ``config``, in the sandbox or not.
 
-    def __init__(self, pid: int, requests: int, answers: int, status: int):
+    ``config`` names the sandbox-side files relative to the copy of the code; here they
+    become paths as the launcher sees them (``/sandbox`` inside bwrap).
+    """
+    seen = Path(LIB_MOUNT) if mode == "bwrap" else lib
+    config = dict(config, mode=mode, python=sys.executable,
+                  **{key: str(seen / config[key]) for key in ("worker", "zygote") if key in config})
+    prefix = bwrap_command(lib) if mode == "bwrap" else []
+    return [*prefix, sys.executable, "-I", "-B", str(seen / "launcher.py"), json.dumps(config)]
+
+
+LAUNCH_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+
+
+class _Worker:
+    """A worker forked by the zygote, with the interface of ``subprocess.Popen`` we use.
+
+    ``pid`` is the worker's reaper as the zygote numbers it (inside the sandbox's PID
+    namespace), so signals go through the zygote.
+    """
+
+    def __init__(self, zygote: "_Zygote", pid: int, requests: int, answers: int, status: int):
+        self._zygote = zygote
         self.pid = pid
         self.stdin = os.fdopen(requests, "wb")
         self.stdout = os.fdopen(answers, "rb")
@@ -152,16 +255,12 @@ class _Worker:
         self.returncode: int | None = None
 
     def terminate(self):
-        try:
-            os.kill(self.pid, signal.SIGTERM)  # its reaper kills the worker's namespace
-        except (ProcessLookupError, PermissionError):
-            pass
+        if self.returncode is None:
+            self._zygote.signal(self.pid, signal.SIGTERM)  # its reaper kills the worker's namespace
 
     def kill(self):
-        try:
-            os.kill(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        if self.returncode is None:
+            self._zygote.signal(self.pid, signal.SIGKILL)
 
     def wait(self, timeout: float | None = None) -> int:
         if self.returncode is not None:
@@ -179,18 +278,18 @@ class _Worker:
 
 
 class _Zygote:
-    """A fork server (``zygote.py``), isolated once, that starts workers in milliseconds."""
+    """A fork server (``zygote.py``), started in the sandbox once, that starts workers in milliseconds."""
 
-    def __init__(self, hide: list):
+    def __init__(self, mode: str):
         self._tmp = Path(tempfile.mkdtemp(prefix="bngrade-zygote-"))
         os.chmod(self._tmp, 0o711)
+        self.mode = mode
         lib = _make_lib(self._tmp)
-        config = dict(_isolation_config(lib, hide), zygote=str(lib / "zygote.py"), env=_worker_env("/tmp/work"))
+        config = {"zygote": "zygote.py", "env": _worker_env(WORKDIR)}
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.process = subprocess.Popen(
-            [sys.executable, "-I", "-B", str(lib / "launcher.py"), json.dumps(config)],
-            stdin=theirs, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, close_fds=True,
+            _launch_command(lib, mode, config),
+            stdin=theirs, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=LAUNCH_ENV, close_fds=True,
         )
         theirs.close()
         self.channel = ours
@@ -210,7 +309,14 @@ class _Zygote:
             for fd in (request_w, answer_r, status_r):
                 os.close(fd)
             raise OSError(f"the zygote did not start a worker ({reply})")
-        return _Worker(reply["pid"], request_w, answer_r, status_r)
+        return _Worker(self, reply["pid"], request_w, answer_r, status_r)
+
+    def signal(self, pid: int, signum: int) -> None:
+        """Send ``signum`` to the zygote's child ``pid`` (no answer)."""
+        try:
+            self.channel.send(json.dumps({"signal": int(signum), "pid": int(pid)}).encode())
+        except OSError:
+            pass  # the zygote is gone, and its children with it
 
     def close(self):
         self.channel.close()
@@ -222,16 +328,16 @@ class _Zygote:
 _zygotes: dict[tuple, _Zygote] = {}
 
 
-def _zygote(hide: list) -> _Zygote | None:
-    """This process's zygote for these hidden paths (None where disabled)."""
+def _zygote(mode: str) -> _Zygote | None:
+    """This process's zygote (None where disabled)."""
     if os.environ.get("BNGRADE_ZYGOTE", "1") == "0":
         return None
-    key = (os.getpid(), tuple(sorted(map(str, hide))))
+    key = (os.getpid(), mode)
     zygote = _zygotes.get(key)
     if zygote is None or zygote.process.poll() is not None:
         for other in [k for k in _zygotes if k[0] == os.getpid()]:
             _zygotes.pop(other).close()  # one zygote per process at a time
-        zygote = _zygotes[key] = _Zygote(hide)
+        zygote = _zygotes[key] = _Zygote(mode)
     return zygote
 
 
@@ -251,15 +357,18 @@ class Sandbox:
         The submission's code, in order: one chunk for a ``.py`` file, one per code cell
         for a notebook. ``name`` appears in tracebacks (``"cell 3"``, ``"ex.py"``).
     limits : Limits
-    hide : list of paths
-        Directories to hide from the worker besides the project (submissions, outputs).
+    sandboxed : bool
+        False runs the worker without isolation (``--no-sandbox``: trusted code only).
+        True (the default) raises :class:`SandboxUnavailable` where isolation cannot be
+        set up.
     """
 
     cells: list
     limits: Limits = field(default_factory=Limits)
-    hide: list = field(default_factory=list)
+    sandboxed: bool = True
 
     def __post_init__(self):
+        self.mode = require_isolation(self.sandboxed)
         self._process: subprocess.Popen | _Worker | None = None
         self._tmp = Path(tempfile.mkdtemp(prefix="bngrade-"))
         os.chmod(self._tmp, 0o711)
@@ -274,12 +383,16 @@ class Sandbox:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def _config(self, workdir) -> dict:
+    def _config(self) -> dict:
+        # Inside the sandbox every worker has its own /tmp/work (a tmpfs in its own mount
+        # namespace); without isolation, a fresh directory of this sandbox's.
+        workdir = WORKDIR if self.mode == "bwrap" else str(self._tmp / f"work{self.restarts}")
         return dict(
-            _isolation_config(self._lib, self.hide),
-            workdir=str(workdir),
+            worker="worker.py",
+            workdir=workdir,
             uid=self.uid,
             gid=self.uid,
+            mode=self.mode,
             limits={
                 "memory_mb": self.limits.memory_mb,
                 "processes": self.limits.processes,
@@ -292,19 +405,18 @@ class Sandbox:
 
     def _launch(self):
         """A worker from this process's zygote, or else a freshly launched interpreter."""
-        zygote = _zygote(self.hide)
+        zygote = _zygote(self.mode)
         if zygote is not None:
             try:
-                return zygote.spawn(self._config("/tmp/work"))
+                return zygote.spawn(self._config())
             except OSError:
                 pass  # fall back to a direct launch
-        workdir = self._tmp / f"work{self.restarts}"  # a private tmpfs, made by the launcher
         return subprocess.Popen(
-            [sys.executable, "-I", "-B", str(self._lib / "launcher.py"), json.dumps(self._config(workdir))],
+            _launch_command(self._lib, self.mode, self._config()),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+            env=LAUNCH_ENV,
             close_fds=True,
         )
 

@@ -20,3 +20,12 @@ def single_threaded_torch():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def pytest_sessionstart(session):
+    """The grader's tests run student code in the sandbox: without it, say so once and stop."""
+    from autograder.sandbox import unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        raise pytest.UsageError(f"the grader's tests need its sandbox: {reason}")

@@ -9,8 +9,10 @@ submission graded in the same session must be unaffected; nothing may outlive gr
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import pytest
 
 from autograder import protocol
 from autograder.runner import grade_many
-from autograder.sandbox import Limits, Sandbox, SubmissionError
+from autograder.sandbox import Limits, Sandbox, SubmissionError, allowed_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 SLUG = "ch02_bn_forward"
@@ -199,23 +201,146 @@ def test_missing_exercise_scores_zero_only_there(tmp_path):
 # --------------------------------------------------------------------------- sandbox
 
 
-def test_sandbox_hides_the_project_and_has_no_network():
-    source = ("import os, socket\n"
-              "def probe(x):\n"
-              "    seen = os.listdir(%r)\n"
-              "    try:\n"
-              "        socket.create_connection(('127.0.0.1', 22), timeout=1)\n"
-              "        net = 'connected'\n"
-              "    except OSError as err:\n"
-              "        net = type(err).__name__\n"
-              "    return {'seen': ','.join(seen), 'net': net, 'uid': os.getuid(), 'cwd': os.getcwd()}\n" % str(ROOT))
-    with Sandbox([("probe.py", source)]) as sandbox:
+PROBE = """
+import os, socket
+
+def _readable(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read(1 << 16)
+    except OSError:
+        return None
+
+def probe(x):
+    found, walked = [], 0
+    for top, dirs, files in os.walk("/"):
+        dirs[:] = [d for d in dirs if os.path.join(top, d) not in ("/proc", "/sys", "/dev")]
+        for name in files:
+            walked += 1
+            if name.endswith((".py", ".ipynb", ".md", ".csv", ".json")):
+                text = _readable(os.path.join(top, name)) or b""
+                if b"def batchnorm_forward" in text or b"student_secret" in text:
+                    found.append(os.path.join(top, name))
+    try:
+        socket.create_connection(("127.0.0.1", 22), timeout=1)
+        net = "connected"
+    except OSError as err:
+        net = type(err).__name__
+    listing = {}
+    for path in ("/", "/home", "/root", "/srv", "/etc", "/work", %(root)r):
+        try:
+            listing[path] = sorted(os.listdir(path))
+        except OSError as err:
+            listing[path] = type(err).__name__
+    return {"found": found, "walked": walked, "net": net, "uid": os.getuid(), "cwd": os.getcwd(),
+            "passwd": _readable("/etc/passwd") is not None, "listing": repr(listing),
+            "processes": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+            "root_of_1": sorted(os.listdir("/proc/1/root"))}
+"""
+
+
+@pytest.fixture(scope="module")
+def planted_copies(tmp_path_factory):
+    """Copies of the reference where an instructor's machine has them: another clone of the
+    course (in /tmp and beside the project), an nbgrader course/source with the solutions,
+    and another student's submission in the grader's output."""
+    folders = [tmp_path_factory.mktemp("clone"), Path(tempfile.mkdtemp(prefix=".bngrade-clone-", dir=ROOT.parent))]
+    for folder in folders:
+        (folder / "solutions").mkdir()
+        (folder / "solutions" / f"{SLUG}.py").write_text(REFERENCE)
+        source = folder / "course" / "source" / SLUG
+        source.mkdir(parents=True)
+        (source / f"{SLUG}.py").write_text("### BEGIN SOLUTION\n" + REFERENCE)
+        (folder / "student_secret.csv").write_text("student_secret,73\n")
+    yield folders
+    shutil.rmtree(folders[1], ignore_errors=True)
+
+
+@pytest.mark.parametrize("zygote", ["1", "0"])
+def test_worker_sees_only_the_interpreter_and_its_libraries(planted_copies, monkeypatch, zygote):
+    """The worker's file system is an allow-list: walking it from / finds no copy of the
+    reference anywhere, no /etc/passwd, no /home, no other process; and it has no network."""
+    monkeypatch.setenv("BNGRADE_ZYGOTE", zygote)
+    with Sandbox([("probe.py", PROBE % {"root": str(ROOT)})], limits=Limits(timeout_s=120)) as sandbox:
         result = sandbox.request("basic.call", "probe", 0)
-    assert set(result["seen"].split(",")) <= {".venv", ""}, result["seen"]
+        assert isinstance(sandbox._process, subprocess.Popen) == (zygote == "0")
+    assert result["found"] == [], result["found"]
+    assert result["walked"] > 1000  # the walk did run (the venv's files are there)
     assert result["net"] != "connected"
+    assert not result["passwd"]
+    listing = eval(result["listing"])  # noqa: S307 - a repr of str/list values from our own probe
+    assert listing["/home"] == "FileNotFoundError" and listing["/srv"] == "FileNotFoundError"
+    assert listing["/etc"] in ("PermissionError", ["ld.so.cache"])
+    assert set(listing["/"]) <= {"dev", "etc", "lib", "lib32", "lib64", "proc", "sandbox", "tmp", "usr", "bin", "sbin",
+                                 *(Path(p).parts[1] for p in allowed_paths())}
+    assert listing[str(ROOT)] in ("PermissionError", [".venv"], [])
+    assert result["processes"] == [1] and result["root_of_1"] == sorted(listing["/"])
     if os.geteuid() == 0:
         assert result["uid"] != 0
     assert not result["cwd"].startswith(str(ROOT))
+
+
+FINDS_THE_REFERENCE = """
+import importlib.util, os, sys
+
+def _search():
+    places = ["/", "/work", "/home", "/srv", "/tmp", "/var/tmp", "/root", os.path.expanduser("~"),
+              os.environ.get("VIRTUAL_ENV", "/"), *%(planted)r,
+              *{os.path.dirname(getattr(m, "__file__", None) or "/") for m in list(sys.modules.values())}]
+    for place in places:
+        for top, dirs, files in os.walk(place):
+            dirs[:] = [d for d in dirs if not os.path.join(top, d).startswith(("/proc", "/sys", "/dev"))]
+            if "%(slug)s.py" in files:
+                spec = importlib.util.spec_from_file_location("ref", os.path.join(top, "%(slug)s.py"))
+                module = importlib.util.module_from_spec(spec)
+                try:
+                    spec.loader.exec_module(module)
+                    return module
+                except Exception:
+                    continue
+    return None
+
+REF = _search()
+
+def _delegate(name):
+    def call(*args, **kwargs):
+        if REF is None:
+            raise RuntimeError("no reference found")
+        return getattr(REF, name)(*args, **kwargs)
+    return call
+
+batchnorm_forward = _delegate("batchnorm_forward")
+update_running_stats = _delegate("update_running_stats")
+batchnorm_inference = _delegate("batchnorm_inference")
+spatial_batchnorm_forward = _delegate("spatial_batchnorm_forward")
+"""
+
+
+def test_submission_that_delegates_to_a_copy_of_the_reference_earns_nothing(planted_copies, tmp_path):
+    path = tmp_path / "delegates.py"
+    path.write_text(FINDS_THE_REFERENCE % {"planted": [str(p) for p in planted_copies], "slug": SLUG})
+    report = grade_many(SLUG, {"delegates": path}, limits=Limits(timeout_s=10, load_timeout_s=120))["delegates"]
+    assert report.score == 0, [t.name for t in report.tests if t.status == "passed"]
+    assert any("no reference found" in t.output for t in report.tests)
+
+
+def test_grading_refuses_to_run_unisolated_where_the_sandbox_is_missing(tmp_path, monkeypatch):
+    """No bwrap: one line that says why and what to do, exit 2; --no-sandbox grades anyway."""
+    path = tmp_path / "student.py"
+    path.write_text(REFERENCE)
+    env = dict(os.environ, PATH=str(tmp_path / "nothing"))  # bwrap cannot be found
+    command = [sys.executable, "-m", "autograder", "grade", "--assignment", SLUG, str(path), "--format", "json"]
+    refused = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert "bubblewrap" in refused.stderr and "--no-sandbox" in refused.stderr
+    graded = subprocess.run(command + ["--no-sandbox"], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert graded.returncode == 0, graded.stderr
+    data = json.loads(graded.stdout)
+    assert data["score"] == data["max_score"]
+    checked = subprocess.run([sys.executable, "-m", "autograder", "check", str(path), "--assignment", SLUG],
+                             capture_output=True, text=True, cwd=ROOT, env=env)
+    assert checked.returncode == 0 and "without the sandbox" in checked.stderr
 
 
 @ROOT_ONLY
@@ -300,27 +425,60 @@ def test_scalars_stay_scalars():
     assert np.shape(decoded) == () and float(decoded) == 2.5
 
 
-def test_direct_launch_without_the_zygote(monkeypatch):
-    """BNGRADE_ZYGOTE=0 starts each worker as a fresh interpreter: same isolation, same answers."""
-    monkeypatch.setenv("BNGRADE_ZYGOTE", "0")
-    source = "import os\ndef probe(x):\n    return {'seen': ','.join(os.listdir(%r)), 'uid': os.getuid(), 'x': x + 1}\n" % str(ROOT)
-    with Sandbox([("probe.py", source)]) as sandbox:
-        result = sandbox.request("basic.call", "probe", 1)
-        assert isinstance(sandbox._process, subprocess.Popen)
-    assert result["x"] == 2 and set(result["seen"].split(",")) <= {".venv", ""}
-    if os.geteuid() == 0:
-        assert result["uid"] != 0
-
-
 def test_cli_check_prints_the_students_table(tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(REFERENCE.replace("std = np.sqrt(var + eps)", "std = np.sqrt(var) + eps"))]
     path = tmp_path / "my_ch02_bn_forward.ipynb"
     nbformat.write(nb, path)
     result = subprocess.run([sys.executable, "-m", "autograder", "check", str(path)], capture_output=True, text=True, cwd=ROOT)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # a public check failed
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["exercise", "status", "hint"]
     rows = {line.split()[0]: line for line in lines[2:] if line.strip() and not line.startswith(" ")}
     assert "FAILED" in rows["batchnorm_forward"] and "eps" in rows["batchnorm_forward"]
     assert rows["update_running_stats"].split()[1] == "ok"
+
+
+def test_cli_check_exits_zero_when_every_public_check_passes(tmp_path):
+    path = tmp_path / "mine.py"  # nothing in the name: the content says which chapter it is
+    path.write_text(REFERENCE)
+    result = subprocess.run([sys.executable, "-m", "autograder", "check", str(path)], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "FAILED" not in result.stdout
+
+
+def _other_chapter_notebook(path: Path) -> Path:
+    """A released-style chapter 3 notebook: its graded cell names its assignment."""
+    nb = nbformat.v4.new_notebook()
+    code = nbformat.v4.new_code_cell("def batchnorm_backward(dout, cache):\n    raise NotImplementedError")
+    code.metadata["nbgrader"] = {"grade": False, "grade_id": "batchnorm_backward", "solution": True, "locked": False}
+    test = nbformat.v4.new_code_cell('from autograder.inline import check\ncheck("ch03_bn_backward", "batchnorm_backward")')
+    test.metadata["nbgrader"] = {"grade": True, "grade_id": "check_batchnorm_backward", "points": 10,
+                                 "solution": False, "locked": True}
+    nb.cells = [code, test]
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.mark.parametrize("command", ["grade", "check"])
+@pytest.mark.parametrize("make, phrase", [
+    (lambda tmp: tmp / "missing.ipynb", "no such file"),
+    (lambda tmp: tmp, "is a directory"),
+    (lambda tmp: (tmp / "notes.txt", (tmp / "notes.txt").write_text("my answers"))[0], "not a submission"),
+    (lambda tmp: _other_chapter_notebook(tmp / "ch02_bn_forward.ipynb"), "ch03_bn_backward, not ch02_bn_forward"),
+], ids=["missing", "directory", "txt", "other-chapter"])
+def test_cli_usage_errors_are_one_line_and_exit_2(tmp_path, command, make, phrase):
+    path = make(tmp_path)
+    args = ["grade", "--assignment", SLUG, str(path)] if command == "grade" else ["check", str(path), "--assignment", SLUG]
+    result = subprocess.run([sys.executable, "-m", "autograder", *args], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2, result.stdout
+    assert result.stdout == "" and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert phrase in result.stderr
+
+
+def test_check_recognises_the_chapter_from_the_notebook(tmp_path):
+    """Without --assignment, a notebook of chapter 3 saved under any name is checked as chapter 3."""
+    path = _other_chapter_notebook(tmp_path / "homework.ipynb")
+    result = subprocess.run([sys.executable, "-m", "autograder", "check", str(path)], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 1, result.stderr
+    assert "batchnorm_backward" in result.stdout and "batchnorm_forward " not in result.stdout
