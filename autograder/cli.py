@@ -27,7 +27,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from .identify import assignments, guess_assignment, other_assignment
-from .runner import Report, grade, grade_many
+from .runner import Report, grade, grade_many, grouped
 from .sandbox import Limits, SandboxUnavailable, require_isolation, unavailable_reason
 
 
@@ -44,18 +44,21 @@ def format_text(report: Report, public_only: bool = False) -> str:
     width = max((len(t.name) for t in report.tests), default=10)
     for exercise, (earned, possible) in report.by_exercise().items():
         lines.append(f"\n{exercise}  [{earned:g}/{possible:g}]")
-        for test in (t for t in report.tests if t.exercise == exercise):
-            lines += _format_test(test, width)
+        for group in grouped([t for t in report.tests if t.exercise == exercise]):
+            lines += _format_group(group, width)
     kind = "public checks" if public_only else "score"
     lines.append(f"\n{kind}: {report.score:g}/{report.max_score:g}  ({report.execution_time:.1f} s)")
     return "\n".join(lines)
 
 
-def _format_test(test, width: int) -> list[str]:
-    mark = "PASS" if test.status == "passed" else "FAIL"
-    lines = [f"  {mark}  {test.name:<{width}}  {test.score:g}/{test.max_score:g}"]
-    if test.output:
-        lines += ["        " + line for line in test.output.splitlines()]
+def _format_group(group, width: int) -> list[str]:
+    """One test with its feedback, or several failed with the same feedback, said once."""
+    lines = [f"  {'PASS' if t.status == 'passed' else 'FAIL'}  {t.name:<{width}}  {t.score:g}/{t.max_score:g}"
+             for t in group]
+    if group[0].output:
+        lines += ["        " + line for line in group[0].output.splitlines()]
+    if len(group) > 1:
+        lines.append(f"        (the same in all {len(group)} tests above)")
     return lines
 
 

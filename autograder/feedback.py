@@ -14,7 +14,39 @@ import numpy as np
 
 
 class Mismatch(AssertionError):
-    """A wrong answer; the message says what is wrong, in a student's words."""
+    """A wrong answer; the message says what is wrong, in a student's words.
+
+    ``mistake`` is a stable identifier of what went wrong, for reports that count them: the
+    key of a known mistake in ``autograder.mistakes.<chapter>.MSG`` when the answer matches
+    one (``named`` is then True), else a generic kind (``wrong_value``, ``wrong_shape``,
+    ``not_finite``, ``wrong_type``, ``modified_input``...).
+    """
+
+    def __init__(self, message: str = "", mistake: str | None = None, named: bool | None = None,
+                 detail: str | None = None):
+        super().__init__(message)
+        self.detail = detail or message  # for a known mistake: its explanation alone
+        self.mistake = mistake or mistake_id(message) or "wrong_value"
+        self.named = bool(mistake_id(message)) if named is None else named
+
+
+_MISTAKE_IDS: dict[str, str] = {}
+
+
+def mistake_id(message: str) -> str | None:
+    """The identifier of the known mistake whose explanation ``message`` contains, if any."""
+    if not _MISTAKE_IDS:
+        import importlib
+        import pkgutil
+
+        from . import mistakes
+
+        for info in pkgutil.iter_modules(mistakes.__path__):
+            module = importlib.import_module(f"{mistakes.__name__}.{info.name}")
+            for key, text in getattr(module, "MSG", {}).items():
+                _MISTAKE_IDS.setdefault(text, key)
+    found = [(len(text), key) for text, key in _MISTAKE_IDS.items() if text and text in message]
+    return max(found)[1] if found else None
 
 
 # The suites' largest offset, in spreads, for float64 inputs. There the one-pass variance
@@ -43,8 +75,8 @@ def hint_unless_named(hint: str | None):
     try:
         yield
     except Mismatch as err:
-        if hint and "It matches" not in str(err):
-            raise Mismatch(f"{err} {hint}") from None
+        if hint and not (err.named or "It matches" in str(err)):
+            raise Mismatch(f"{err} {hint}", mistake=err.mistake, named=False) from None
         raise
 
 
@@ -64,16 +96,16 @@ def as_array(value, name: str, expected_shape: tuple | None = None) -> np.ndarra
         return np.asarray(value, dtype=float)
     if not isinstance(value, np.ndarray):
         want = f"an array of shape {expected_shape}" if expected_shape is not None else "an array"
-        raise Mismatch(f"{name}: expected {want}, got {describe(value)}")
+        raise Mismatch(f"{name}: expected {want}, got {describe(value)}", mistake="wrong_type")
     if value.dtype.kind not in "biuf":
-        raise Mismatch(f"{name}: expected real numbers, got dtype {value.dtype}")
+        raise Mismatch(f"{name}: expected real numbers, got dtype {value.dtype}", mistake="wrong_type")
     return value
 
 
 def unpack(value, count: int, names: str):
     """A returned tuple of ``count`` items, or a Mismatch naming what was expected."""
     if not isinstance(value, (tuple, list)) or len(value) != count:
-        raise Mismatch(f"expected a tuple of {count} items ({names}), got {describe(value)}")
+        raise Mismatch(f"expected a tuple of {count} items ({names}), got {describe(value)}", mistake="wrong_type")
     return value
 
 
@@ -115,17 +147,18 @@ def check_array(
             hint = " Same number of elements: a reshape or transpose is wrong."
         elif actual.shape == expected.shape[::-1]:
             hint = " It is transposed."
-        raise Mismatch(f"{name} has shape {actual.shape}, expected {expected.shape}{where}.{hint}")
+        raise Mismatch(f"{name} has shape {actual.shape}, expected {expected.shape}{where}.{hint}", mistake="wrong_shape")
     if _close(actual, expected, rtol, atol):
         return
     for message, output in (mistakes or {}).items():
         output = np.asarray(output)
         if output.shape == expected.shape and _close(actual, output, rtol, atol) and not _close(output, expected, rtol, atol):
-            raise Mismatch(f"{name} is wrong{where}. {message}")
+            raise Mismatch(f"{name} is wrong{where}. {message}", mistake=mistake_id(message) or "known_mistake",
+                           named=True, detail=message)
     if not np.all(np.isfinite(actual)) and np.all(np.isfinite(expected)):
         bad = np.argwhere(~np.isfinite(actual))[0]
         raise Mismatch(f"{name} contains {actual[tuple(bad)]} at index {tuple(int(i) for i in bad)}{where}, where the "
-                       f"reference is finite: a division by zero, or eps missing?")
+                       f"reference is finite: a division by zero, or eps missing?", mistake="not_finite")
     error = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
     index = tuple(int(i) for i in np.unravel_index(np.nanargmax(error), error.shape))
     scale = float(np.abs(expected).max()) if expected.size else 0.0
@@ -140,13 +173,72 @@ def check_array(
     )
 
 
+def _names(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def check_outputs(outputs, *, context: str = "", derived: Mapping | None = None) -> None:
+    """Check every output of one call, then report the root cause first.
+
+    Parameters
+    ----------
+    outputs : list of (name, actual, expected, options)
+        ``options`` are :func:`check_array`'s keywords (``mistakes``, ``rtol``, ``atol``).
+    derived : {name: (inputs, function)}
+        Outputs computed from others: ``function(*actual values of inputs)`` is what output
+        ``name`` would be if it were right given the submission's own ``inputs``. A wrong
+        output that equals it is reported as a consequence ("dx follows from your dgamma and
+        dbeta"), not as a mistake of its own.
+
+    A wrong output that matches a known mistake is named first (outputs with the same
+    mistake together); then the outputs that follow from it; then the other differences.
+    """
+    failures: dict[str, Mismatch] = {}
+    options = {name: opts for name, _, _, opts in outputs}
+    actual_of = {name: actual for name, actual, _, _ in outputs}
+    for name, actual, expected, opts in outputs:
+        try:
+            check_array(actual, expected, name, context=context, **opts)
+        except Mismatch as err:
+            failures[name] = err
+    if not failures:
+        return
+    named: dict[str, list[str]] = {}
+    for name, err in failures.items():
+        if err.named:
+            named.setdefault(err.detail, []).append(name)
+    where = f" (inputs: {context})" if context else ""
+    lines = [f"{_names(names)} {'is' if len(names) == 1 else 'are'} wrong{where}. {message}"
+             for message, names in named.items()]
+    consequences, others = [], []
+    for name, err in failures.items():
+        if err.named:
+            continue
+        inputs, function = (derived or {}).get(name, ((), None))
+        wrong_inputs = [i for i in inputs if i in failures]
+        if function is not None and wrong_inputs:
+            try:
+                expected = function(*(np.asarray(actual_of[i], dtype=np.float64) for i in inputs))
+                check_array(actual_of[name], expected, name, **{k: v for k, v in options[name].items() if k != "mistakes"})
+                consequences.append(f"{name} is wrong only because it uses your {_names(wrong_inputs)}: "
+                                    f"fix {'it' if len(wrong_inputs) == 1 else 'them'} first.")
+                continue
+            except (Mismatch, ValueError, TypeError):
+                pass
+        others.append(str(err))
+    if lines and others:
+        others = [f"Also: {text}" for text in others]
+    first = next((failures[n] for names in named.values() for n in names), next(iter(failures.values())))
+    raise Mismatch("\n".join(lines + consequences + others), mistake=first.mistake, named=bool(named))
+
+
 def check_unchanged(before, after, name: str) -> None:
     """An input must not be modified by the function."""
     after = as_array(after, name, np.shape(before))
     if after.shape != np.shape(before) or not np.array_equal(after, before, equal_nan=True):
         raise Mismatch(
             f"your function modified its input {name} in place; work on a copy "
-            f"(e.g. x = x - mean, not x -= mean)."
+            f"(e.g. x = x - mean, not x -= mean).", mistake="modified_input"
         )
 
 

@@ -14,7 +14,8 @@ check``) on the functions defined in the notebook and prints the same feedback; 
 when one fails, so the cell turns red. Under nbgrader's autograde it only prints, and the
 hidden part, ``grade``, returns the points earned by the exercise in the full suite (public
 and hidden tests, as ``grade-all`` counts them): nbgrader takes that number as the cell's
-partial credit.
+partial credit. Each call of the student's code has the grader's time limit (:data:`LIMITS`):
+a looping function costs seconds, once, since one that timed out is not called again.
 """
 
 from __future__ import annotations
@@ -22,12 +23,17 @@ from __future__ import annotations
 import os
 import sys
 
-from .runner import LocalStudent, TestResult, run_suite
+from .runner import LocalStudent, TestResult, grouped, mark_unimplemented, run_suite
+from .sandbox import Limits
+
+
+# Each call of the student's code in the notebook has the grader's time limit per call.
+LIMITS = Limits()
 
 
 class _Entry:
     def __init__(self, namespace):
-        self.student = LocalStudent(namespace)
+        self.student = LocalStudent(namespace, LIMITS)
 
     def open(self):
         return self.student
@@ -37,7 +43,8 @@ class _Entry:
 
 
 def _run(slug: str, exercise: str, namespace: dict, public_only: bool) -> list[TestResult]:
-    return run_suite(slug, {"notebook": _Entry(namespace)}, public_only=public_only, exercise=exercise)["notebook"]
+    return mark_unimplemented(
+        run_suite(slug, {"notebook": _Entry(namespace)}, public_only=public_only, exercise=exercise)["notebook"])
 
 
 def _caller_namespace() -> dict:
@@ -52,7 +59,9 @@ def check(slug: str, exercise: str, namespace: dict | None = None) -> bool:
         print(f"{exercise}: all {len(results)} public checks passed.")
         return True
     lines = [f"{exercise}: {len(failed)} of {len(results)} public checks failed."]
-    lines += [f"- {r.output}" for r in failed]
+    for group in grouped(failed):
+        cases = f" ({len(group)} checks: {', '.join(r.name for r in group)})" if len(group) > 1 else ""
+        lines.append(f"- {group[0].output}{cases}")
     message = "\n".join(lines)
     if os.environ.get("NBGRADER_EXECUTION") == "autograde":
         print(message)
@@ -63,7 +72,7 @@ def check(slug: str, exercise: str, namespace: dict | None = None) -> bool:
 def grade(slug: str, exercise: str, namespace: dict | None = None) -> float:
     """Points earned by ``exercise`` in the full suite (nbgrader's partial credit)."""
     results = _run(slug, exercise, namespace if namespace is not None else _caller_namespace(), public_only=False)
-    for result in results:
-        if result.status == "failed":
-            print(f"- {result.name}: {result.output.splitlines()[0] if result.output else 'failed'}")
+    for group in grouped([r for r in results if r.status == "failed"]):
+        first = group[0].output.splitlines()[0] if group[0].output else "failed"
+        print(f"- {', '.join(r.name for r in group)}: {first}")
     return float(sum(r.score for r in results))

@@ -8,19 +8,22 @@ talks to the submission through the ``student`` fixture and compares in this pro
 
 from __future__ import annotations
 
+import ast
 import io
 import re
-import types
+import signal
 import sys
+import threading
+import types
 import time
-from contextlib import redirect_stderr, redirect_stdout
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pytest
 
 from .feedback import Mismatch
-from .identify import assignments
+from .identify import assignments, exercise_names
 from .sandbox import Limits, Sandbox, SubmissionError, require_isolation
 from .submission import SubmissionReadError, chapter_cells, read_submission
 
@@ -37,6 +40,72 @@ class TestResult:
     status: str          # "passed" or "failed"
     output: str
     visibility: str      # "visible" (public check) or "after_published" (hidden test)
+    mistake: str = ""    # failed: a stable identifier of what went wrong (feedback.Mismatch.mistake)
+
+
+_INPUTS = re.compile(r" \(inputs: (?:[^()]|\([^()]*\))*\)")
+
+
+def same_feedback(output: str) -> str:
+    """``output`` without the description of the inputs: equal for the same mistake in two cases."""
+    return _INPUTS.sub("", output)
+
+
+def grouped(tests: list[TestResult]) -> list[list[TestResult]]:
+    """The tests in order, failed ones with the same feedback (but for the inputs) together,
+    at the place of the first: the feedback is said once for all of them."""
+    groups: list[list[TestResult]] = []
+    index: dict[str, list[TestResult]] = {}
+    for test in tests:
+        if test.status != "failed":
+            groups.append([test])
+            continue
+        key = same_feedback(test.output)
+        if key in index:
+            index[key].append(test)
+        else:
+            index[key] = [test]
+            groups.append(index[key])
+    return groups
+
+
+def calls_between_exercises(cells: list[tuple[str, str]], exercises) -> dict[str, set[str]]:
+    """``{exercise: other exercises its code refers to}`` from the submission's source."""
+    calls: dict[str, set[str]] = {}
+    for _, source in cells:
+        try:
+            tree = ast.parse(source)
+        except (SyntaxError, ValueError):
+            continue
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name in exercises:
+                used = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+                calls[node.name] = (used & set(exercises)) - {node.name}
+    return calls
+
+
+def mark_unimplemented(tests: list[TestResult]) -> list[TestResult]:
+    """An exercise that still raises NotImplementedError anywhere is a stub: every failed test
+    of it says "not implemented yet" (and the report says it once)."""
+    stubs = {t.exercise for t in tests if t.mistake == "not_implemented"}
+    for test in tests:
+        if test.status == "failed" and test.exercise in stubs:
+            test.output, test.mistake = NOT_IMPLEMENTED, "not_implemented"
+    return tests
+
+
+def attribute_to_callees(tests: list[TestResult], calls: dict[str, set[str]]) -> list[TestResult]:
+    """Failed tests of an exercise whose code calls another failing exercise say so first:
+    the student then fixes the function the mistake comes from."""
+    failing = {t.exercise for t in tests if t.status == "failed"}
+    for test in tests:
+        culprits = sorted(calls.get(test.exercise, set()) & failing)
+        if test.status == "failed" and culprits:
+            names = " and ".join(culprits)
+            test.output = (f"{test.exercise} calls your {names}, which {'fails' if len(culprits) == 1 else 'fail'} "
+                           f"its own tests: fix {names} first, then check {test.exercise} again.\n{test.output}")
+            test.mistake = "calls_failing_exercise"
+    return tests
 
 
 @dataclass
@@ -109,22 +178,61 @@ class LocalStudent(Student):
     exactly the types they see from the sandbox.
     """
 
-    def __init__(self, namespace: dict):
+    def __init__(self, namespace: dict, limits: Limits | None = None):
         super().__init__(None)
         self._namespace = namespace
+        self._limits = limits or Limits()
 
     def op(self, op: str, *args, timeout: float | None = None, **kwargs):
         from . import ops, protocol
 
+        key = (op, args[0] if args and isinstance(args[0], str) else None)
+        if key in self._timed_out:
+            raise self._timed_out[key]
+        seconds = timeout or self._limits.timeout_s
         # The arguments cross the same wire as to the sandbox: the student's code gets copies.
         args, kwargs = protocol.read_message(io.BytesIO(protocol.encode((tuple(args), dict(kwargs)))))
         try:
-            value = ops.to_wire(ops.OPERATIONS[op](self._namespace, *args, **kwargs))
+            with _time_limit(seconds):
+                value = ops.to_wire(ops.OPERATIONS[op](self._namespace, *args, **kwargs))
+        except _TimeLimit:
+            name = key[1] or op
+            self._timed_out[key] = SubmissionError(
+                "timeout", f"no answer within {seconds:g} s in {name}: an infinite loop, or far too slow")
+            raise self._timed_out[key] from None
         except ops.MissingName as err:
             raise SubmissionError("missing", str(err)) from None
         except Exception as err:  # noqa: BLE001 - reported like the sandbox reports it
             raise SubmissionError("exception", f"{type(err).__name__}: {err}") from None
         return protocol.read_message(io.BytesIO(protocol.encode(value)))
+
+
+class _TimeLimit(BaseException):
+    """Raised in the student's code when its time is up (a BaseException: ``except Exception``
+    in a loop does not swallow it)."""
+
+
+@contextmanager
+def _time_limit(seconds: float):
+    """A wall-clock limit on the main thread of a Unix process (a notebook kernel's); elsewhere none.
+
+    The alarm interrupts Python code; a single long NumPy call ends first.
+    """
+    if (not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread()
+            or signal.getitimer(signal.ITIMER_REAL)[0] > 0):  # someone else's alarm is running: leave it
+        yield
+        return
+
+    def expire(signum, frame):
+        raise _TimeLimit
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 _ENTRIES = pytest.StashKey[dict]()
@@ -182,6 +290,7 @@ class _Collector:
         outcome = yield
         report = outcome.get_result()
         if report.when == "call" or (report.when == "setup" and report.failed):
+            explanation = _explain(call.excinfo)
             key = item.callspec.params["student"]
             exercise = item.get_closest_marker("exercise")
             points = item.get_closest_marker("points")
@@ -193,20 +302,30 @@ class _Collector:
                 score=max_score if passed else 0.0,
                 max_score=max_score,
                 status="passed" if passed else "failed",
-                output="" if passed else _explain(call.excinfo),
+                output="" if passed else explanation[0],
                 visibility="visible" if item.path.name == "test_public.py" else "after_published",
+                mistake="" if passed else explanation[1],
             ))
 
 
-def _explain(excinfo) -> str:
+NOT_IMPLEMENTED = "not implemented yet: the function still raises NotImplementedError; replace the stub's body with your code"
+
+
+def _explain(excinfo) -> tuple[str, str]:
+    """``(feedback, mistake identifier)`` of a failed test."""
     if excinfo is None:
-        return "failed"
+        return "failed", "failed"
     error = excinfo.value
-    if isinstance(error, (Mismatch, SubmissionError)):
-        return str(error)
+    if isinstance(error, Mismatch):
+        return str(error), error.mistake
+    if isinstance(error, SubmissionError):
+        lines = error.message.strip().splitlines()
+        if lines and lines[-1].startswith("NotImplementedError"):
+            return NOT_IMPLEMENTED, "not_implemented"
+        return str(error), error.kind
     if isinstance(error, AssertionError):
-        return str(error).split("\nassert ")[0] or "a check failed"
-    return f"your output could not be checked ({type(error).__name__}: {error})"
+        return str(error).split("\nassert ")[0] or "a check failed", "wrong_value"
+    return f"your output could not be checked ({type(error).__name__}: {error})", "unreadable_output"
 
 
 _CHAPTER_CELLS: dict[str, frozenset] = {}
@@ -224,6 +343,7 @@ class _Entry:
     def __init__(self, slug: str, path: Path, limits: Limits, sandboxed: bool):
         self.path, self.limits, self.sandboxed = Path(path), limits, sandboxed
         self.report = Report(assignment=slug, submission=str(path))
+        self.calls: dict[str, set[str]] = {}
         self.sandbox: Sandbox | None = None
         self.started = 0.0
 
@@ -236,6 +356,7 @@ class _Entry:
             report.messages.append(str(err))
             return Student(None, str(err))
         report.messages += submission.notes
+        self.calls = calls_between_exercises(submission.cells, exercise_names(self.report.assignment))
         self.sandbox = Sandbox(submission.cells, limits=self.limits, sandboxed=self.sandboxed)
         try:
             info = self.sandbox.loaded()
@@ -334,7 +455,7 @@ def grade_many(
     reports = {}
     for key, entry in entries.items():
         report = entry.report
-        report.tests = results[key]
+        report.tests = attribute_to_callees(mark_unimplemented(results[key]), entry.calls)
         report.score = sum(t.score for t in report.tests)
         report.max_score = sum(t.max_score for t in report.tests)
         reports[key] = report

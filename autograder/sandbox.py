@@ -112,12 +112,24 @@ def allowed_paths() -> list[str]:
     ``/root``, ``/srv``, ``/etc`` (beyond the dynamic linker's cache), no other copy of the
     course, no ``/usr/bin`` (no shell, no tools).
     """
-    interpreter = Path(os.path.realpath(sys.executable))
     paths = [p for p in SYSTEM_LIBRARIES if os.path.exists(p)]
-    paths += [sys.prefix, os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix), str(interpreter)]
+    # The venv and the interpreter's installation (pyenv, conda...); a system interpreter's
+    # prefix is /usr or /usr/local, whose libraries are already there.
+    prefixes = {os.path.abspath(sys.prefix), os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)}
+    paths += [p for p in prefixes if p not in ("/", "/usr", "/usr/local")]
+    paths.append(os.path.realpath(sys.executable))
     paths = sorted(set(paths), key=lambda p: (p.count("/"), p))
     # A path inside another already allowed adds nothing.
     return [p for i, p in enumerate(paths) if not any(p.startswith(q.rstrip("/") + "/") for q in paths[:i])]
+
+
+def interpreter() -> str:
+    """The path that runs this interpreter inside the sandbox: the venv's own (so that its
+    ``pyvenv.cfg`` is found), normalized; else the real file (``/usr/bin/python3`` is a link)."""
+    path = os.path.abspath(sys.executable)
+    if any(path.startswith(p.rstrip("/") + "/") for p in allowed_paths()):
+        return path
+    return os.path.realpath(sys.executable)
 
 
 def bwrap_command(lib: Path) -> list[str]:
@@ -173,7 +185,7 @@ def _probe() -> str:
     try:
         os.chmod(tmp, 0o711)
         lib = _make_lib(tmp)
-        probe = [sys.executable, "-I", "-B", "-c", "import sys; sys.path.insert(0, %r); import launcher" % LIB_MOUNT]
+        probe = [interpreter(), "-I", "-B", "-c", "import sys; sys.path.insert(0, %r); import launcher" % LIB_MOUNT]
         result = subprocess.run(bwrap_command(lib) + probe, capture_output=True, text=True, timeout=60,
                                 env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
     except (OSError, subprocess.TimeoutExpired) as err:
@@ -229,10 +241,11 @@ def _launch_command(lib: Path, mode: str, config: dict) -> list[str]:
     become paths as the launcher sees them (``/sandbox`` inside bwrap).
     """
     seen = Path(LIB_MOUNT) if mode == "bwrap" else lib
-    config = dict(config, mode=mode, python=sys.executable,
+    python = interpreter() if mode == "bwrap" else sys.executable
+    config = dict(config, mode=mode, python=python,
                   **{key: str(seen / config[key]) for key in ("worker", "zygote") if key in config})
     prefix = bwrap_command(lib) if mode == "bwrap" else []
-    return [*prefix, sys.executable, "-I", "-B", str(seen / "launcher.py"), json.dumps(config)]
+    return [*prefix, python, "-I", "-B", str(seen / "launcher.py"), json.dumps(config)]
 
 
 LAUNCH_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}

@@ -3,7 +3,9 @@ each common mistake costs points on its own exercise only and is named in the fe
 
 import textwrap
 
-from grading import ROOT, GraderTests, Mistake, assert_full_marks, blocks_notebook, one_per_submission, patch_once, reference, without
+import pytest
+
+from grading import GraderTests, failed_tests, grade_sources, Mistake, assert_full_marks, blocks_notebook, one_per_submission, patch_once, public_imports, reference, without
 
 SLUG = "ch02_bn_forward"
 REF = reference(SLUG)
@@ -83,6 +85,18 @@ BUGGY = {
                     "batchnorm_forward", "eps outside the square root"),
 }
 
+# The (N, C, H, W) <-> (N*H*W, C) layout, wrong one way or the other: named in the public
+# check and the hidden tests alike.
+LAYOUT = {
+    "reshape_in_only": (patch_once("x_flat = x.transpose(0, 2, 3, 1).reshape(N * H * W, C)",
+                                   "x_flat = x.reshape(N * H * W, C)", REF),
+                        "spatial_batchnorm_forward", "without moving the channel axis last (the way back is right)"),
+    "reshape_back_only": (patch_once("out = np.ascontiguousarray(out_flat.reshape(N, H, W, C).transpose(0, 3, 1, 2))",
+                                     "out = out_flat.reshape(N, C, H, W)", REF),
+                          "spatial_batchnorm_forward", "straight to (N, C, H, W)"),
+}
+BUGGY.update(LAYOUT)
+
 MISSING = "batchnorm_inference"
 
 
@@ -102,5 +116,27 @@ class TestGrader(GraderTests):
 
     def test_public_tests_need_no_reference(self):
         """Chapter 2's public checks name mistakes with the mistakes module (no reference code)."""
-        public = (ROOT / "autograder" / "suites" / self.slug / "test_public.py").read_text()
-        assert "solutions" not in public
+        assert not any(m.split(".")[0] == "solutions" for m in public_imports(self.slug))
+
+
+@pytest.fixture(scope="module")
+def public_reports(tmp_path_factory):
+    return grade_sources(SLUG, {name: source for name, (source, _, _) in BUGGY.items()},
+                         tmp_path_factory.mktemp("public"), public_only=True)
+
+
+@pytest.mark.parametrize("mistake", sorted(BUGGY))
+def test_public_checks_name_what_the_grader_names(public_reports, mistake):
+    _, exercise, phrase = BUGGY[mistake]
+    failed = failed_tests(public_reports[mistake], exercise)
+    assert failed and any(phrase in t.output for t in failed), [t.output for t in failed]
+
+
+def test_a_failing_callee_is_named_as_the_cause(public_reports):
+    """spatial_batchnorm_forward calls batchnorm_forward: its failures point there."""
+    failed = failed_tests(public_reports["unbiased"], "spatial_batchnorm_forward")
+    assert failed and all(t.output.startswith("spatial_batchnorm_forward calls your batchnorm_forward, which fails")
+                          for t in failed), [t.output for t in failed]
+    assert all(t.mistake == "calls_failing_exercise" for t in failed)
+    layout = failed_tests(public_reports["reshape_back_only"], "spatial_batchnorm_forward")
+    assert layout and not any("calls your" in t.output for t in layout)  # batchnorm_forward is right there

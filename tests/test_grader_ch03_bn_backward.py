@@ -3,7 +3,11 @@ costs points on its own exercise only and is named in the feedback."""
 
 import textwrap
 
-from grading import GraderTests, notebook, one_per_submission, reference
+import pytest
+
+from autograder.cli import format_text
+from autograder.messages.ch03_bn_backward import MSG
+from grading import GraderTests, failed_tests, grade_sources, notebook, one_per_submission, reference
 
 SLUG = "ch03_bn_backward"
 REF = reference(SLUG)
@@ -206,3 +210,57 @@ class TestGrader(GraderTests):
     slug, exercises, correct = SLUG, EXERCISES, CORRECT
     sources, mistakes = one_per_submission(BUGGY)
     missing = {"missing.py": (MISSING, without(REF, MISSING))}
+
+
+# Mistakes the public checks cannot tell from public information (PyTorch autograd and the
+# analytic gradient), and why; every other planted mistake is named by the public checks too.
+NOT_PUBLIC = {
+    "ng_ignores_h": "the public check calls numerical_gradient with its default h",
+    "bc_unbiased": "x_hat recomputed with the unbiased variance is no gradient of any BN autograd computes",
+    "sp_count_n": "the compact formula with N for N*H*W is likewise specific to that formula",
+}
+
+
+@pytest.fixture(scope="module")
+def public_reports(tmp_path_factory):
+    sources = {name: source for name, (source, _, _) in BUGGY.items() if name not in NOT_PUBLIC}
+    return grade_sources(SLUG, sources, tmp_path_factory.mktemp("public"), public_only=True)
+
+
+@pytest.mark.parametrize("mistake", sorted(set(BUGGY) - set(NOT_PUBLIC)))
+def test_public_checks_name_what_the_grader_names(public_reports, mistake):
+    _, exercise, phrase = BUGGY[mistake]
+    failed = failed_tests(public_reports[mistake], exercise)
+    assert failed and phrase in failed[0].output, [t.output for t in failed]
+    assert failed[0].mistake not in ("wrong_value", "exception", ""), failed[0].mistake
+
+
+# dgamma and dbeta as means, then used by the compact formula for dx: dx is wrong too, but
+# only through them.
+MEANS_USED_IN_DX = patch("dgamma = (dout * x_hat).sum(axis=0)\n", "dgamma = (dout * x_hat).mean(axis=0)\n",
+                         "batchnorm_backward_compact")
+
+
+@pytest.fixture(scope="module")
+def propagated(tmp_path_factory):
+    return grade_sources(SLUG, {"means.py": MEANS_USED_IN_DX}, tmp_path_factory.mktemp("propagated"))["means.py"]
+
+
+def test_a_mistake_that_propagates_is_named_at_its_root(propagated):
+    """dgamma / N used in dx: the feedback names dgamma's mistake first and says dx follows."""
+    hidden = [t for t in failed_tests(propagated, "batchnorm_backward_compact") if "matches_reference" in t.name]
+    assert hidden
+    for test in hidden:
+        first, second = test.output.splitlines()[:2]
+        assert first.startswith("dgamma is wrong") and MSG["div_n"] in first, test.output
+        assert second == "dx is wrong only because it uses your dgamma: fix it first.", test.output
+        assert test.mistake == "div_n"
+    public = [t for t in failed_tests(propagated, "batchnorm_backward_compact") if t.name.endswith("_public")]
+    assert public and public[0].output.startswith("dgamma is wrong") and public[0].mistake == "div_n"
+
+
+def test_the_same_feedback_is_said_once_with_its_cases(propagated):
+    text = format_text(propagated)
+    section = text.split("batchnorm_backward_compact  [")[1].split("\n\n")[0]
+    assert section.count(MSG["div_n"]) == 2  # once for the public check, once for the 8 hidden tests
+    assert "(the same in all 8 tests above)" in section

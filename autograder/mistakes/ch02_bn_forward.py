@@ -8,6 +8,8 @@ MSG = {
     "eps_outside": "It matches dividing by sqrt(var) + eps (eps outside the square root, or added "
                    "to the standard deviation); BN divides by sqrt(var + eps).",
     "no_sqrt": "It matches dividing by var + eps: the square root is missing.",
+    "cache_unbiased_var": "It is the unbiased variance (ddof=1); the cache holds the biased one, the "
+                          "variance the forward pass normalizes with.",
     "no_eps": "It matches dividing by sqrt(var) without eps.",
     "axis": "It matches statistics computed over the wrong axis (per sample instead of per "
             "feature): average over the batch, axis 0.",
@@ -25,8 +27,15 @@ MSG = {
                            "evaluation mode BN must use running_mean and running_var.",
     "reshape_no_transpose": "It matches x.reshape(-1, C) without moving the channel axis last: "
                             "transpose (N, C, H, W) to (N, H, W, C) before reshaping to (N*H*W, C).",
+    "reshape_in_no_transpose": "It matches x.reshape(-1, C) without moving the channel axis last (the "
+                               "way back is right): each column then mixes channels and positions. Transpose "
+                               "(N, C, H, W) to (N, H, W, C) before reshaping to (N*H*W, C).",
+    "reshape_back_no_transpose": "It matches reshaping the (N*H*W, C) result straight to (N, C, H, W): "
+                                 "reshape to (N, H, W, C) first, then transpose to (N, C, H, W).",
     "per_position": "It matches statistics over the batch axis only (a separate mean for every "
                     "channel *and position*); convolutional BN averages over N, H and W.",
+    "instance_norm": "It matches statistics over H and W for each example separately (that is instance "
+                     "normalization); BN also averages over the batch axis N.",
 }
 
 
@@ -92,9 +101,14 @@ def spatial_mistakes(x, gamma, beta, eps=1e-5):
     N, C, H, W = x.shape
     g, b = gamma.reshape(1, C, 1, 1), beta.reshape(1, C, 1, 1)
     out = {}
-    flat = x.reshape(-1, C)  # the bug: no transpose
-    wrong = (flat - flat.mean(0)) / np.sqrt(flat.var(0) + eps) * gamma + beta
+    def bn_rows(flat):
+        return (flat - flat.mean(0)) / np.sqrt(flat.var(0) + eps) * gamma + beta
+
+    wrong = bn_rows(x.reshape(-1, C))  # no transpose before flattening
     out[MSG["reshape_no_transpose"]] = wrong.reshape(N, C, H, W)
+    out[MSG["reshape_in_no_transpose"]] = wrong.reshape(N, H, W, C).transpose(0, 3, 1, 2)
+    right = bn_rows(x.transpose(0, 2, 3, 1).reshape(-1, C))
+    out[MSG["reshape_back_no_transpose"]] = right.reshape(N, C, H, W)  # no transpose on the way back
     mean, var = x.mean(0, keepdims=True), x.var(0, keepdims=True)
     out[MSG["per_position"]] = g * (x - mean) / np.sqrt(var + eps) + b
     mean, var = x.mean((0, 2, 3), keepdims=True), x.var((0, 2, 3), keepdims=True)
@@ -102,4 +116,6 @@ def spatial_mistakes(x, gamma, beta, eps=1e-5):
     out[MSG["unbiased"]] = g * (x - mean) / np.sqrt(var1 + eps) + b
     out[MSG["eps_outside"]] = g * (x - mean) / (np.sqrt(var) + eps) + b
     out[MSG["no_affine"]] = (x - mean) / np.sqrt(var + eps)
+    mean, var = x.mean((2, 3), keepdims=True), x.var((2, 3), keepdims=True)
+    out[MSG["instance_norm"]] = g * (x - mean) / np.sqrt(var + eps) + b
     return out

@@ -9,7 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from autograder.feedback import Mismatch, check_array, check_unchanged, unpack
+from autograder.feedback import (LARGE_OFFSET, Mismatch, cancellation_hint, check_array, check_unchanged,
+                                 hint_unless_named, unpack)
+from autograder.mistakes import ch02_bn_forward as M
 from autograder.sandbox import SubmissionError
 
 torch.set_num_threads(1)
@@ -36,17 +38,15 @@ def test_batchnorm_forward_against_pytorch(student, N, D):
     mu, var = x.mean(axis=0), x.var(axis=0)
     mu_row, var_row = x.mean(axis=1, keepdims=True), x.var(axis=1, keepdims=True)
     mistakes = {
-        "Its std is sqrt((N-1)/N) too small: did you normalize with the unbiased variance (ddof=1)? "
-        "BN normalizes with the biased variance (divide by N).":
+        M.MSG["unbiased"]:
             gamma * (x - mu) / np.sqrt(x.var(axis=0, ddof=1) + EPS) + beta,
-        "You divided by std + eps: eps belongs INSIDE the square root, sqrt(var + eps).":
+        M.MSG["eps_outside"]:
             gamma * (x - mu) / (np.sqrt(var) + EPS) + beta,
-        "You forgot eps: divide by sqrt(var + eps), not by sqrt(var).":
+        M.MSG["no_eps"]:
             gamma * (x - mu) / np.sqrt(var) + beta,
-        "You forgot the scale and shift: out = gamma * x_hat + beta.": (x - mu) / np.sqrt(var + EPS),
-        "gamma and beta are swapped: out = gamma * x_hat + beta.": beta * (x - mu) / np.sqrt(var + EPS) + gamma,
-        "You normalized each row (axis=1, over the features of one example); BN takes its statistics "
-        "over the batch, axis=0.": gamma * (x - mu_row) / np.sqrt(var_row + EPS) + beta,
+        M.MSG["no_affine"]: (x - mu) / np.sqrt(var + EPS),
+        M.MSG["swapped_affine"]: beta * (x - mu) / np.sqrt(var + EPS) + gamma,
+        M.MSG["axis"]: gamma * (x - mu_row) / np.sqrt(var_row + EPS) + beta,
     }
     check_array(out, torch_bn_train(x, gamma, beta), "out (compared with torch.nn.functional.batch_norm)",
                 rtol=1e-7, atol=1e-9, mistakes=mistakes, context=f"x of shape {x.shape}")
@@ -57,11 +57,19 @@ def test_batchnorm_forward_against_pytorch(student, N, D):
             raise Mismatch(f"cache is missing the key {key!r} (the backward pass of chapter 3 needs it)")
     check_array(cache["mean"], mu, "cache['mean'] (the per-feature batch mean, shape (D,))", rtol=1e-10)
     check_array(cache["var"], var, "cache['var'] (the BIASED per-feature batch variance, shape (D,))", rtol=1e-8,
-                mistakes={"It is the unbiased variance; the cache holds the biased one.": x.var(axis=0, ddof=1)})
+                mistakes={M.MSG["cache_unbiased_var"]: x.var(axis=0, ddof=1)})
     x_hat = np.asarray(cache["x_hat"])
     check_array(x_hat.mean(axis=0), np.zeros(D), "the column means of cache['x_hat'] (must be 0)", atol=1e-9)
     check_array(x_hat.var(axis=0), var / (var + EPS), "the column variances of cache['x_hat'] (must be var / (var + eps))",
                 rtol=1e-8)
+    # Offsets of LARGE_OFFSET spreads: a correct (two-pass) variance keeps an error of about
+    # u * LARGE_OFFSET = 1e-10 relative, the one-pass formula about u * LARGE_OFFSET**2 = 1e-4.
+    spread = 3.0
+    far = rng.standard_normal((N, D)) * spread + LARGE_OFFSET * spread
+    with hint_unless_named(cancellation_hint(LARGE_OFFSET * spread, spread)):
+        out_far, _ = unpack(student.call("batchnorm_forward", far, gamma, beta, eps=EPS), 2, "out, cache")
+        check_array(out_far, torch_bn_train(far, gamma, beta), "out (compared with torch.nn.functional.batch_norm)",
+                    rtol=1e-7, atol=1e-9, context=f"x of shape {far.shape}, offset {LARGE_OFFSET:g} times its spread")
 
 
 @pytest.mark.exercise("batchnorm_forward")
@@ -96,15 +104,13 @@ def test_update_running_stats_against_pytorch(student, momentum, N):
         context = f"step {step + 1}, momentum={momentum}, x of shape {xb.shape}"
         check_array(new_mean, torch_bn.running_mean.numpy(), "new_mean (compared with nn.BatchNorm1d)", rtol=1e-9,
                     context=context, mistakes={
-                        "momentum is reversed: PyTorch's momentum weights the NEW batch statistic, new = (1 - momentum) "
-                        "* old + momentum * batch_mean (CS231n uses the opposite convention).":
+                        M.MSG["reversed_momentum"]:
                             momentum * run_mean + (1 - momentum) * xb.mean(axis=0)})
         check_array(new_var, torch_bn.running_var.numpy(), "new_var (compared with nn.BatchNorm1d)", rtol=1e-9,
                     context=context, mistakes={
-                        "momentum is reversed in the variance update: new = (1 - momentum) * old + momentum * batch_var.":
+                        M.MSG["reversed_momentum"]:
                             momentum * run_var + (1 - momentum) * xb.var(axis=0, ddof=1),
-                        "running_var is N/(N-1) too small: PyTorch stores the UNBIASED batch variance (ddof=1) in "
-                        "running_var, although it normalizes with the biased one.":
+                        M.MSG["biased_running_var"]:
                             (1 - momentum) * run_var + momentum * xb.var(axis=0)})
         run_mean, run_var = torch_bn.running_mean.numpy().copy(), torch_bn.running_var.numpy().copy()
 
@@ -124,15 +130,14 @@ def test_batchnorm_inference_against_pytorch(student):
         check_unchanged(before, value, name)
     ref = F.batch_norm(*(torch.from_numpy(a) for a in (x, run_mean, run_var, gamma, beta)), training=False, eps=EPS).numpy()
     mistakes = {
-        "You used the statistics of the batch x: in evaluation mode BN must use running_mean and running_var, "
-        "otherwise a prediction depends on the other examples in the batch.":
+        M.MSG["batch_stats_in_eval"]:
             gamma * (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + EPS) + beta,
-        "You divided by sqrt(running_var) + eps: eps belongs inside the square root.":
+        M.MSG["eps_outside"]:
             gamma * (x - run_mean) / (np.sqrt(run_var) + EPS) + beta,
-        "You forgot eps: divide by sqrt(running_var + eps).": gamma * (x - run_mean) / np.sqrt(run_var) + beta,
-        "You divided by the variance instead of the standard deviation: use sqrt(running_var + eps).":
+        M.MSG["no_eps"]: gamma * (x - run_mean) / np.sqrt(run_var) + beta,
+        M.MSG["no_sqrt"]:
             gamma * (x - run_mean) / (run_var + EPS) + beta,
-        "You forgot the scale and shift: out = gamma * x_hat + beta.": (x - run_mean) / np.sqrt(run_var + EPS),
+        M.MSG["no_affine"]: (x - run_mean) / np.sqrt(run_var + EPS),
     }
     check_array(out, ref, "out (compared with F.batch_norm in evaluation mode)", rtol=1e-7, atol=1e-9, mistakes=mistakes)
     single = student.call("batchnorm_inference", x[2:3], gamma, beta, run_mean, run_var, eps=EPS)
@@ -153,21 +158,7 @@ def test_spatial_batchnorm_forward_against_pytorch(student):
     for name, before, value in zip(("x", "gamma", "beta"), (x, gamma, beta), after):
         check_unchanged(before, value, name)
     ref = torch_bn_train(x, gamma, beta)
-    g4, b4 = gamma.reshape(1, C, 1, 1), beta.reshape(1, C, 1, 1)
-    flat = x.reshape(-1, C)
-    mistakes = {
-        "You reshaped NCHW to (-1, C) without moving C to the last axis first: the columns of that matrix mix "
-        "channels and positions. Transpose to (N, H, W, C) before reshaping (and back after).":
-            (gamma * (flat - flat.mean(0)) / np.sqrt(flat.var(0) + EPS) + beta).reshape(N, C, H, W),
-        "You took statistics over the batch axis only (one mean per channel AND position): average over N, H and W.":
-            g4 * (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + EPS) + b4,
-        "You took statistics over H and W for each example separately (that is instance normalization): BN also "
-        "averages over the batch axis N.":
-            g4 * (x - x.mean(axis=(2, 3), keepdims=True)) / np.sqrt(x.var(axis=(2, 3), keepdims=True) + EPS) + b4,
-        "Its std is sqrt((m-1)/m) too small: normalize with the biased variance over the N*H*W values.":
-            g4 * (x - x.mean(axis=(0, 2, 3), keepdims=True))
-            / np.sqrt(x.var(axis=(0, 2, 3), ddof=1, keepdims=True) + EPS) + b4,
-    }
+    mistakes = M.spatial_mistakes(x, gamma, beta, EPS)
     check_array(out, ref, "out (compared with torch.nn.BatchNorm2d in training mode)", rtol=1e-7, atol=1e-9,
                 mistakes=mistakes, context=f"x of shape {x.shape}")
     if not isinstance(cache, dict) or not {"mean", "var"} <= set(cache):

@@ -7,7 +7,7 @@ submission is graded on its backward pass alone.
 import numpy as np
 import pytest
 
-from autograder.feedback import Mismatch, check_array, unpack
+from autograder.feedback import Mismatch, check_array, check_outputs, unpack
 from autograder.mistakes import ch03_bn_backward as M
 from autograder.ops.basic import _FUNCTIONS
 from autograder.sandbox import SubmissionError
@@ -45,15 +45,18 @@ def call_backward(student, name, dout, cache):
     except SubmissionError as err:
         last = err.message.strip().splitlines()[-1] if err.message.strip() else ""
         if last.startswith("KeyError"):
-            raise Mismatch(cache_key_error(name, last, cache)) from None
+            raise Mismatch(cache_key_error(name, last, cache), mistake="cache_contract") from None
         raise
     dx, dgamma, dbeta = unpack(result, 3, "dx, dgamma, dbeta")
     return (dx, dgamma, dbeta), after
 
 
-def check_grads(result, expected, mistakes, dtype, context):
-    for value, truth, name in zip(result, expected, ("dx", "dgamma", "dbeta")):
-        check_array(value, truth, name, mistakes=mistakes[name], context=context, **tol(dtype, truth))
+def check_grads(result, expected, mistakes, dtype, context, dout, cache):
+    """All three gradients compared; a named mistake first, and a dx that is wrong only
+    because the compact formula used the submission's own wrong dgamma or dbeta said so."""
+    check_outputs([(name, value, truth, dict(mistakes=mistakes[name], **tol(dtype, truth)))
+                   for name, value, truth in zip(("dx", "dgamma", "dbeta"), result, expected)],
+                  context=context, derived={"dx": (("dgamma", "dbeta"), M.dx_given(dout, cache))})
 
 
 # ------------------------------------------------------------------------- numerical_gradient
@@ -134,7 +137,7 @@ def backward_case(student, name, rng, case):
     result, after = call_backward(student, name, dout, cache)
     cache64 = {k: (v.astype(np.float64) if isinstance(v, np.ndarray) else v) for k, v in cache.items()}
     expected = ref.batchnorm_backward_compact(dout.astype(np.float64), cache64)
-    check_grads(result, expected, M.backward_mistakes_rows(dout, cache64), case[4], ctx(*case))
+    check_grads(result, expected, M.backward_mistakes_rows(dout, cache64), case[4], ctx(*case), dout, cache64)
     unchanged(dout, after[0], "dout")
     unchanged(cache, after[1], "cache")
 
@@ -148,7 +151,7 @@ def constant_case(student, name, rng):
     result, _ = call_backward(student, name, dout, cache)
     expected = ref.batchnorm_backward_compact(dout, cache)
     check_grads(result, expected, M.backward_mistakes_rows(dout, cache), np.float64,
-                "x of shape (6, 3) whose column 1 is constant (variance 0)")
+                "x of shape (6, 3) whose column 1 is constant (variance 0)", dout, cache)
 
 
 def contract_case(student, name, rng):
@@ -158,7 +161,7 @@ def contract_case(student, name, rng):
     cache = contract_cache(cache)
     result, _ = call_backward(student, name, dout, cache)
     check_grads(result, ref.batchnorm_backward_compact(dout, cache), M.backward_mistakes_rows(dout, cache),
-                np.float64, "x of shape (12, 4), a cache with only the keys of the contract")
+                np.float64, "x of shape (12, 4), a cache with only the keys of the contract", dout, cache)
 
 
 @pytest.mark.exercise("batchnorm_backward")
@@ -222,7 +225,7 @@ def test_spatial_batchnorm_backward_matches_reference(student, rng, case):
     cache64 = {k: (v.astype(np.float64) if isinstance(v, np.ndarray) else v) for k, v in cache.items()}
     expected = ref.spatial_batchnorm_backward(dout.astype(np.float64), cache64)
     check_grads(result, expected, M.spatial_backward_mistakes(dout, cache64), dtype,
-                f"x of shape {x.shape}, {np.dtype(dtype).name}, scale {scale:g}, random dout")
+                f"x of shape {x.shape}, {np.dtype(dtype).name}, scale {scale:g}, random dout", dout, cache64)
     unchanged(dout, after[0], "dout")
     unchanged(cache, after[1], "cache")
 
@@ -236,4 +239,4 @@ def test_spatial_batchnorm_backward_contract_cache(student, rng):
     cache = contract_cache(fwd.spatial_batchnorm_forward(x, gamma, beta)[1])
     result, _ = call_backward(student, "spatial_batchnorm_backward", dout, cache)
     check_grads(result, ref.spatial_batchnorm_backward(dout, cache), M.spatial_backward_mistakes(dout, cache),
-                np.float64, "x of shape (3, 4, 3, 2), a cache with only the keys of the contract")
+                np.float64, "x of shape (3, 4, 3, 2), a cache with only the keys of the contract", dout, cache)

@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from autograder.feedback import Mismatch, check_array, unpack
+from autograder.feedback import Mismatch, check_array, check_outputs, check_unchanged, unpack
+from autograder.messages.ch03_bn_backward import MSG
 from autograder.sandbox import SubmissionError
 from autograder.suitekit import CACHE_CONTRACT, cache_key_error
 
@@ -31,28 +32,89 @@ def bn_cache(x, gamma, eps=1e-5):
     return cache
 
 
-def torch_grads(x, gamma, beta, dout, eps=1e-5):
+def _bn_graph(x, gamma, beta, eps, detach_mean=False, detach_var=False, var_path_only=False, unbiased_grad=False):
+    """BN's forward pass as a torch graph, optionally with one of the usual backward mistakes
+    built in as a forward variant with the same values: a detached statistic is a missing
+    gradient path; ``var_path_only`` keeps only the path through the variance; ``unbiased_grad``
+    differentiates the variance as if it divided by N - 1."""
+    axes = 0 if x.ndim == 2 else (0, 2, 3)
+    shape = (1, -1) if x.ndim == 2 else (1, -1, 1, 1)
+    count = x.numel() // x.shape[1]
+    mean = x.mean(dim=axes, keepdim=True)
+    mean = mean.detach() if detach_mean else mean
+    xmu = x - mean
+    var = (xmu ** 2).mean(dim=axes, keepdim=True)
+    if unbiased_grad:
+        scaled = var * count / (count - 1)
+        var = scaled + (var - scaled).detach()
+    var = var.detach() if detach_var else var
+    numerator = xmu.detach() if var_path_only else xmu
+    return numerator / (var + eps).sqrt() * gamma.reshape(shape) + beta.reshape(shape)
+
+
+def torch_grads(x, gamma, beta, dout, eps=1e-5, **variant):
     """(dx, dgamma, dbeta) of sum(batch_norm(x) * dout) by torch autograd, float64."""
     tx, tg, tb = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, gamma, beta))
-    F.batch_norm(tx, None, None, tg, tb, training=True, eps=eps).backward(torch.tensor(dout))
+    out = _bn_graph(tx, tg, tb, eps, **variant) if variant else F.batch_norm(tx, None, None, tg, tb, training=True, eps=eps)
+    out.backward(torch.tensor(dout))
     return tx.grad.numpy(), tg.grad.numpy(), tb.grad.numpy()
 
 
+def public_mistakes(x, gamma, beta, dout, eps=1e-5):
+    """{"dx": {...}, "dgamma": {...}, "dbeta": {...}}: the usual mistakes, computed from public
+    information only (autograd of BN with a statistic detached, the oracle rescaled...)."""
+    dx, dgamma, dbeta = torch_grads(x, gamma, beta, dout, eps)
+    count = x.size // x.shape[1]
+    dx_m = {
+        MSG["no_mean_path"]: torch_grads(x, gamma, beta, dout, eps, detach_mean=True)[0],
+        MSG["no_var_path"]: torch_grads(x, gamma, beta, dout, eps, detach_var=True)[0],
+        MSG["no_stat_paths"]: torch_grads(x, gamma, beta, dout, eps, detach_mean=True, detach_var=True)[0],
+        MSG["no_gamma"]: torch_grads(x, np.ones_like(gamma), beta, dout, eps)[0],
+        MSG["missing_1_over_n"]: count * dx,
+        MSG["var_path_only"]: torch_grads(x, gamma, beta, dout, eps, var_path_only=True)[0],
+        MSG["unbiased"]: torch_grads(x, gamma, beta, dout, eps, unbiased_grad=True)[0],
+    }
+    # The backward pass alone dividing by sqrt(var) + eps: the oracle's dx (proportional to
+    # 1 / sqrt(var + eps) per feature) rescaled.
+    sums = (0,) if x.ndim == 2 else (0, 2, 3)
+    shape = (1, -1) if x.ndim == 2 else (1, -1, 1, 1)
+    var = x.var(axis=sums)
+    dx_m[MSG["eps_outside"]] = dx * (np.sqrt(var + eps) / (np.sqrt(var) + eps)).reshape(shape)
+    dgamma_m = {MSG["div_nhw" if x.ndim == 4 else "div_n"]: dgamma / count, MSG["swapped"]: dbeta,
+                MSG["dgamma_x"]: (dout * x).sum(axis=sums)}
+    dbeta_m = {MSG["div_nhw" if x.ndim == 4 else "div_n"]: dbeta / count, MSG["swapped"]: dgamma}
+    if x.ndim == 4:
+        C = x.shape[1]
+        dgamma_m[MSG["div_n"]], dbeta_m[MSG["div_n"]] = dgamma / x.shape[0], dbeta / x.shape[0]
+        # (N, C, H, W) reshaped to (-1, C) without moving the channel axis last
+        x_hat = (x - x.mean(axis=sums, keepdims=True)) / np.sqrt(var + eps).reshape(shape)
+        dgamma_m[MSG["reshape_no_transpose"]] = (dout.reshape(-1, C) * x_hat.reshape(-1, C)).sum(0)
+        dbeta_m[MSG["reshape_no_transpose"]] = dout.reshape(-1, C).sum(0)
+        dx_m[MSG["reshape_back_no_transpose"]] = dx.transpose(0, 2, 3, 1).reshape(x.shape)
+    return {"dx": dx_m, "dgamma": dgamma_m, "dbeta": dbeta_m}
+
+
 def call_backward(student, name, dout, cache):
+    """``name(dout, cache)``: (dx, dgamma, dbeta); neither dout nor the cache may change."""
     try:
-        return unpack(student.call(name, dout, cache), 3, "dx, dgamma, dbeta")
+        result, (dout_after, cache_after) = student.call_checked(name, dout, cache)
     except SubmissionError as err:
         last = err.message.strip().splitlines()[-1] if err.message.strip() else ""
         if last.startswith("KeyError"):
-            raise Mismatch(cache_key_error(name, last, cache)) from None
+            raise Mismatch(cache_key_error(name, last, cache), mistake="cache_contract") from None
         raise
+    check_unchanged(dout, dout_after, "dout")
+    for key, value in cache.items():
+        if isinstance(value, np.ndarray):
+            check_unchanged(value, cache_after.get(key) if isinstance(cache_after, dict) else None, f"cache[{key!r}]")
+    return unpack(result, 3, "dx, dgamma, dbeta")
 
 
-def check_grads(result, expected, what):
-    dx, dgamma, dbeta = result
-    for value, truth, name in zip((dx, dgamma, dbeta), expected, ("dx", "dgamma", "dbeta")):
-        check_array(value, truth, f"{name} ({what}, compared with torch autograd)", rtol=1e-6,
-                    atol=1e-9 * np.abs(truth).max())
+def check_grads(result, expected, what, mistakes):
+    """Every gradient compared with torch autograd; a known mistake is named first."""
+    check_outputs([(name, value, truth, dict(rtol=1e-6, atol=1e-9 * np.abs(truth).max(), mistakes=mistakes[name]))
+                   for name, value, truth in zip(("dx", "dgamma", "dbeta"), result, expected)],
+                  context=f"{what}, compared with torch autograd")
 
 
 @pytest.mark.exercise("numerical_gradient")
@@ -64,10 +126,17 @@ def test_numerical_gradient_public(student, rng):
     answer = student.op("basic.numerical_gradient", "numerical_gradient", "sin_times_x", x, dout)
     after = answer["x_after"]
     if not (isinstance(after, np.ndarray) and after.shape == x.shape and np.allclose(after, x, rtol=1e-14, atol=0)):
-        raise Mismatch("x is different after the call: your function perturbs x in place and does not restore "
-                       "it. Save x[i] before perturbing and put the saved value back (or work on a copy).")
-    check_array(answer["dx"], expected,
-                "dx of sum(sin(x) * x * dout) (compared with the analytic gradient)", rtol=1e-6, atol=1e-8)
+        raise Mismatch(MSG["x_changed"], mistake="x_changed")
+    f, h = (lambda v: np.sin(v) * v), 1e-5  # elementwise: each difference quotient is one vectorized expression
+    mistakes = {
+        MSG["one_sided"]: (f(x + h) - f(x)) / h * dout,
+        MSG["backward_diff"]: (f(x) - f(x - h)) / h * dout,
+        MSG["no_half"]: (f(x + h) - f(x - h)) / h * dout,
+        MSG["no_division"]: (f(x + h) - f(x - h)) * dout,
+        MSG["ignores_dout"]: np.cos(x) * x + np.sin(x),
+    }
+    check_array(answer["dx"], expected, "dx of sum(sin(x) * x * dout) (compared with the analytic gradient)",
+                rtol=1e-6, atol=1e-8, mistakes=mistakes)
 
 
 @pytest.mark.exercise("batchnorm_backward")
@@ -76,7 +145,8 @@ def test_batchnorm_backward_public(student, rng):
     x = rng.standard_normal((8, 3)) * [1.0, 0.01, 3.0] + [0.0, 1.0, -2.0]
     gamma, beta, dout = np.array([1.0, 2.0, 0.5]), np.array([0.0, 1.0, -1.0]), rng.standard_normal((8, 3))
     expected = torch_grads(x, gamma, beta, dout)
-    check_grads(call_backward(student, "batchnorm_backward", dout, bn_cache(x, gamma)), expected, "x of shape (8, 3)")
+    check_grads(call_backward(student, "batchnorm_backward", dout, bn_cache(x, gamma)), expected, "x of shape (8, 3)",
+                public_mistakes(x, gamma, beta, dout))
 
 
 @pytest.mark.exercise("batchnorm_backward_compact")
@@ -86,7 +156,7 @@ def test_batchnorm_backward_compact_public(student, rng):
     gamma, beta, dout = np.array([1.0, 2.0, 0.5]), np.array([0.0, 1.0, -1.0]), rng.standard_normal((8, 3))
     expected = torch_grads(x, gamma, beta, dout)
     check_grads(call_backward(student, "batchnorm_backward_compact", dout, bn_cache(x, gamma)), expected,
-                "x of shape (8, 3)")
+                "x of shape (8, 3)", public_mistakes(x, gamma, beta, dout))
 
 
 @pytest.mark.exercise("spatial_batchnorm_backward")
@@ -97,4 +167,4 @@ def test_spatial_batchnorm_backward_public(student, rng):
     dout = rng.standard_normal(x.shape)
     expected = torch_grads(x, gamma, beta, dout)
     check_grads(call_backward(student, "spatial_batchnorm_backward", dout, bn_cache(x, gamma)), expected,
-                "x of shape (3, 4, 2, 5)")
+                "x of shape (3, 4, 2, 5)", public_mistakes(x, gamma, beta, dout))
