@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from autograder.feedback import Mismatch, cancellation_hint, check_array, check_unchanged, hint_unless_named, unpack
+from autograder.feedback import Mismatch, cancellation_hint, check_array, check_outputs, check_unchanged, hint_unless_named, unpack
 from autograder.mistakes import ch06_beyond as M
 from autograder.sandbox import SubmissionError
 from solutions import ch06_beyond as ref
@@ -142,9 +142,11 @@ def test_layernorm_backward_matches_reference(student, rng, case):
     context = f"dout and cache of shape ({N}, {D}), {np.dtype(dtype).name}, x scale {scale:g}, offset {offset:g}"
     for name, value, expected in (("dgamma", dgamma, exp_dgamma), ("dbeta", dbeta, exp_dbeta)):
         if isinstance(value, np.ndarray) and value.shape == (N,) and N != D:
-            raise Mismatch(f"{name} has shape ({N},), expected ({D},) ({context}). {M.MSG['dgamma_wrong_axis']}")
-        check_array(value, expected, name, mistakes=mistakes[name], context=context, **tol(dtype, expected))
-    check_array(dx, exp_dx, "dx", mistakes=mistakes["dx"], context=context, **tol(dtype, exp_dx))
+            raise Mismatch(f"{name} has shape ({N},), expected ({D},) ({context}). {M.MSG['dgamma_wrong_axis']}",
+                           mistake="dgamma_wrong_axis", named=True)
+    check_outputs([(name, value, expected, dict(mistakes=mistakes[name], **tol(dtype, expected)))
+                   for name, value, expected in (("dx", dx, exp_dx), ("dgamma", dgamma, exp_dgamma),
+                                                 ("dbeta", dbeta, exp_dbeta))], context=context)
     check_unchanged(dout, after[0], "dout")
     cache_after = after[1] if isinstance(after[1], dict) else {}
     for key, value in cache.items():

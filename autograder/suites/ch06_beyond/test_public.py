@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from autograder.feedback import Mismatch, check_array, check_unchanged, describe, unpack
+from autograder.feedback import Mismatch, check_array, check_outputs, check_unchanged, describe, unpack
 from autograder.mistakes import ch06_beyond as M
 from autograder.sandbox import SubmissionError
 
@@ -106,13 +106,11 @@ def test_layernorm_backward_public(student, rng):
     context = "x of shape (4, 5)"
     for name, value in (("dgamma", dgamma), ("dbeta", dbeta)):
         if isinstance(value, np.ndarray) and value.shape == (4,):
-            raise Mismatch(f"{name} has shape (4,), expected (5,) ({context}). {M.MSG['dgamma_wrong_axis']}")
-    check_array(dx, xt.grad.numpy(), "dx (compared with PyTorch's autograd of F.layer_norm)", rtol=1e-6, atol=1e-8,
-                mistakes=mistakes["dx"], context=context)
-    check_array(dgamma, gt.grad.numpy(), "dgamma (compared with PyTorch's autograd)", rtol=1e-6, atol=1e-8,
-                mistakes=mistakes["dgamma"], context=context)
-    check_array(dbeta, bt.grad.numpy(), "dbeta (compared with PyTorch's autograd)", rtol=1e-6, atol=1e-8,
-                mistakes=mistakes["dbeta"], context=context)
+            raise Mismatch(f"{name} has shape (4,), expected (5,) ({context}). {M.MSG['dgamma_wrong_axis']}",
+                           mistake="dgamma_wrong_axis", named=True)
+    check_outputs([(name, value, truth.numpy(), dict(rtol=1e-6, atol=1e-8, mistakes=mistakes[name]))
+                   for name, value, truth in (("dx", dx, xt.grad), ("dgamma", dgamma, gt.grad), ("dbeta", dbeta, bt.grad))],
+                  context=f"{context}, compared with PyTorch's autograd of F.layer_norm")
     check_array(dx, num_dx, "dx (compared with a numerical gradient, centered differences)", rtol=1e-5, atol=1e-6)
     check_array(dgamma, num_dgamma, "dgamma (compared with a numerical gradient)", rtol=1e-5, atol=1e-6)
 
