@@ -76,7 +76,8 @@ def hint_unless_named(hint: str | None):
         yield
     except Mismatch as err:
         if hint and not (err.named or "It matches" in str(err)):
-            raise Mismatch(f"{err} {hint}", mistake=err.mistake, named=False) from None
+            mistake = "one_pass_variance" if hint == CANCELLATION else err.mistake
+            raise Mismatch(f"{err} {hint}", mistake=mistake, named=False) from None
         raise
 
 

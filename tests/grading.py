@@ -236,7 +236,9 @@ class GraderTests:
     - ``correct``: file name -> source of a correct submission (text, or a notebook);
     - ``sources``, ``mistakes``: the submissions with planted mistakes (file name -> source),
       and the mistakes (name -> :class:`Mistake`), from :func:`one_per_submission` or :func:`grouped`;
-    - ``missing``: file name -> (the exercise it lacks, its source).
+    - ``missing``: file name -> (the exercise it lacks, its source);
+    - ``not_public``: mistake -> why the public checks cannot name it from public information
+      (every other mistake must be named by the public checks too).
 
     All the submissions are graded once per class, in one session of the grader.
     """
@@ -247,9 +249,12 @@ class GraderTests:
     sources: dict[str, str]
     mistakes: dict[str, Mistake]
     missing: dict[str, tuple[str, str]]
+    not_public: dict[str, str] = {}
 
     def pytest_generate_tests(self, metafunc):
-        for arg, cases in (("submission", self.correct), ("mistake", self.mistakes), ("missing", self.missing)):
+        public = [m for m in self.mistakes if m not in self.not_public]
+        for arg, cases in (("submission", self.correct), ("mistake", self.mistakes), ("missing", self.missing),
+                           ("public_mistake", public)):
             if arg in metafunc.fixturenames:
                 metafunc.parametrize(arg, list(cases))
 
@@ -266,6 +271,26 @@ class GraderTests:
     def test_each_mistake_is_caught_and_named(self, reports, mistake):
         submission, exercise, phrase, may_lose = self.mistakes[mistake]
         assert_mistake_named(reports[submission], exercise, phrase, may_lose)
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def public_reports(cls, tmp_path_factory):
+        return grade_sources(cls.slug, cls.sources, tmp_path_factory.mktemp("public"), public_only=True)
+
+    def test_public_checks_name_what_the_grader_names(self, public_reports, public_mistake):
+        """What the grader can name from public information, the checks students run name too."""
+        submission, exercise, phrase, _ = self.mistakes[public_mistake]
+        failed = failed_tests(public_reports[submission], exercise)
+        assert failed and any(phrase in t.output for t in failed), [t.output for t in failed]
+        named = [t for t in failed if phrase in t.output]
+        assert named[0].mistake not in ("wrong_value", "exception", ""), named[0].mistake
+
+    def test_what_the_public_checks_cannot_name_is_listed_honestly(self, public_reports):
+        """``not_public`` lists only mistakes the public checks indeed do not name."""
+        named = [m for m in self.not_public
+                 if any(self.mistakes[m].phrase in t.output
+                        for t in failed_tests(public_reports[self.mistakes[m].submission], self.mistakes[m].exercise))]
+        assert named == [], f"named publicly after all: remove them from not_public: {named}"
 
     def test_missing_exercise_scores_zero_on_that_exercise_only(self, reports, missing):
         assert_only_missing(reports[missing], self.missing[missing][0])

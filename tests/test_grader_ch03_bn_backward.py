@@ -210,29 +210,11 @@ class TestGrader(GraderTests):
     slug, exercises, correct = SLUG, EXERCISES, CORRECT
     sources, mistakes = one_per_submission(BUGGY)
     missing = {"missing.py": (MISSING, without(REF, MISSING))}
-
-
-# Mistakes the public checks cannot tell from public information (PyTorch autograd and the
-# analytic gradient), and why; every other planted mistake is named by the public checks too.
-NOT_PUBLIC = {
-    "ng_ignores_h": "the public check calls numerical_gradient with its default h",
-    "bc_unbiased": "x_hat recomputed with the unbiased variance is no gradient of any BN autograd computes",
-    "sp_count_n": "the compact formula with N for N*H*W is likewise specific to that formula",
-}
-
-
-@pytest.fixture(scope="module")
-def public_reports(tmp_path_factory):
-    sources = {name: source for name, (source, _, _) in BUGGY.items() if name not in NOT_PUBLIC}
-    return grade_sources(SLUG, sources, tmp_path_factory.mktemp("public"), public_only=True)
-
-
-@pytest.mark.parametrize("mistake", sorted(set(BUGGY) - set(NOT_PUBLIC)))
-def test_public_checks_name_what_the_grader_names(public_reports, mistake):
-    _, exercise, phrase = BUGGY[mistake]
-    failed = failed_tests(public_reports[mistake], exercise)
-    assert failed and phrase in failed[0].output, [t.output for t in failed]
-    assert failed[0].mistake not in ("wrong_value", "exception", ""), failed[0].mistake
+    not_public = {
+        "ng_ignores_h": "the public check calls numerical_gradient with its default h",
+        "bc_unbiased": "x_hat recomputed with the unbiased variance is no gradient of any BN autograd computes",
+        "sp_count_n": "the compact formula with N for N*H*W is likewise specific to that formula",
+    }
 
 
 # dgamma and dbeta as means, then used by the compact formula for dx: dx is wrong too, but
