@@ -3,12 +3,11 @@
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from autograder.feedback import Mismatch, check_array, check_outputs, check_unchanged, unpack
 from autograder.messages.ch03_bn_backward import MSG
 from autograder.sandbox import SubmissionError
-from autograder.suitekit import CACHE_CONTRACT, cache_key_error
+from autograder.suitekit import CACHE_CONTRACT, bn_autograd as torch_grads, cache_key_error
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -30,34 +29,6 @@ def bn_cache(x, gamma, eps=1e-5):
     cache = {"x": x, "x_hat": x_hat, "mean": mean, "var": var, "gamma": gamma, "eps": eps}
     assert tuple(cache) == CACHE_CONTRACT
     return cache
-
-
-def _bn_graph(x, gamma, beta, eps, detach_mean=False, detach_var=False, var_path_only=False, unbiased_grad=False):
-    """BN's forward pass as a torch graph, optionally with one of the usual backward mistakes
-    built in as a forward variant with the same values: a detached statistic is a missing
-    gradient path; ``var_path_only`` keeps only the path through the variance; ``unbiased_grad``
-    differentiates the variance as if it divided by N - 1."""
-    axes = 0 if x.ndim == 2 else (0, 2, 3)
-    shape = (1, -1) if x.ndim == 2 else (1, -1, 1, 1)
-    count = x.numel() // x.shape[1]
-    mean = x.mean(dim=axes, keepdim=True)
-    mean = mean.detach() if detach_mean else mean
-    xmu = x - mean
-    var = (xmu ** 2).mean(dim=axes, keepdim=True)
-    if unbiased_grad:
-        scaled = var * count / (count - 1)
-        var = scaled + (var - scaled).detach()
-    var = var.detach() if detach_var else var
-    numerator = xmu.detach() if var_path_only else xmu
-    return numerator / (var + eps).sqrt() * gamma.reshape(shape) + beta.reshape(shape)
-
-
-def torch_grads(x, gamma, beta, dout, eps=1e-5, **variant):
-    """(dx, dgamma, dbeta) of sum(batch_norm(x) * dout) by torch autograd, float64."""
-    tx, tg, tb = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, gamma, beta))
-    out = _bn_graph(tx, tg, tb, eps, **variant) if variant else F.batch_norm(tx, None, None, tg, tb, training=True, eps=eps)
-    out.backward(torch.tensor(dout))
-    return tx.grad.numpy(), tg.grad.numpy(), tb.grad.numpy()
 
 
 def public_mistakes(x, gamma, beta, dout, eps=1e-5):
