@@ -251,6 +251,6 @@ def check_unchanged_model(run, function):
             if name not in after[kind] or not np.array_equal(value, after[kind][name]):
                 raise Mismatch(f"{function} changed the model's {kind[:-1]} {name!r}: the model must be unchanged "
                                f"afterwards (work on a copy, or torch.func.functional_call; BN running statistics "
-                               f"count too)")
+                               f"count too)", mistake="model_changed")
     if before["modes"] != after["modes"]:
-        raise Mismatch(f"{function} changed the model's train/eval mode: restore it")
+        raise Mismatch(f"{function} changed the model's train/eval mode: restore it", mistake="model_mode_changed")

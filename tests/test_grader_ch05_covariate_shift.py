@@ -240,3 +240,15 @@ class TestGrader(GraderSessionTests):
     slug, exercises, correct = SLUG, EXERCISES, CORRECT
     sources, mistakes = grouped(REF, BUGS, GROUPS, DEPENDS)
     missing = {"missing.py": (MISSING, without(REF, MISSING))}
+    # Telling these apart needs what the exercise computes (G' after the step of the earlier
+    # layers, or the noise's distribution over many draws): the public checks test properties.
+    not_public = {
+        "ics_weights_only": "G' after a step of the earlier weights alone is measure_ics itself",
+        "ics_gradient_ascent": "likewise G' after a step up the gradient",
+        "ics_eval_mode": "the public model has no BN, so eval and training mode agree on it",
+        **{name: "a distribution of the noise, estimated by the hidden tests from many draws" for name in (
+            "noisy_mu_positive", "noisy_sigma_from_zero", "noisy_r_sigma_as_variance", "noisy_shift_normal",
+            "noisy_per_channel_only", "noisy_drawn_once", "noisy_fixed_constants")},
+        "noisy_noise_before_bn": "the public check sees eval mode differ from BN (running statistics of noisy "
+                                 "inputs); that there is no shift after BN is the noise's estimated distribution",
+    }

@@ -313,3 +313,18 @@ def test_missing_exercise_scores_zero(reports, name):
     exercise, _ = MISSING[name]
     assert_only_missing(reports[name], exercise)
     assert all(f"does not define {exercise!r}" in t.output for t in failed_tests(reports[name]))
+
+
+@pytest.fixture(scope="module")
+def public_reports(tmp_path_factory):
+    return grade_sources(SLUG, {k: v[2] for k, v in BUGGY.items()}, tmp_path_factory.mktemp("ch06_public"),
+                         public_only=True)
+
+
+@pytest.mark.parametrize("name", sorted(BUGGY))
+def test_public_checks_name_what_the_grader_names(public_reports, name):
+    """Every planted mistake is named by the checks students run too, with a specific tag."""
+    exercise, phrase, _ = BUGGY[name]
+    named = [t for t in failed_tests(public_reports[name], exercise) if phrase in t.output]
+    assert named, [t.output for t in failed_tests(public_reports[name], exercise)]
+    assert named[0].mistake not in ("wrong_value", "exception", ""), named[0].mistake

@@ -122,7 +122,7 @@ def call_backward(student, dout, cache):
     except SubmissionError as err:
         hint = M.backward_crash_hint(err.message, cache) if err.kind == "exception" else None
         if hint:
-            raise Mismatch(hint) from None
+            raise Mismatch(hint, mistake="cache_contract") from None
         raise
 
 
@@ -261,7 +261,7 @@ def call_fold(student, args, eps):
     except SubmissionError as err:
         hint = M.fold_crash_hint(err.message, args[0].shape, args[1] is None) if err.kind == "exception" else None
         if hint:
-            raise Mismatch(hint) from None
+            raise Mismatch(hint, mistake="fold_wrong_axis" if "axis 0" in hint else "fold_bias_none") from None
         raise
 
 

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from autograder.feedback import Mismatch, check_array, check_outputs, check_unchanged, describe, unpack
+from autograder.feedback import (LARGE_OFFSET, Mismatch, cancellation_hint, check_array, check_outputs,
+                                 check_unchanged, describe, hint_unless_named, unpack)
 from autograder.mistakes import ch06_beyond as M
 from autograder.sandbox import SubmissionError
 
@@ -76,6 +77,13 @@ def test_layernorm_forward_public(student, rng):
         raise Mismatch("cache must be a dict with at least the keys x, x_hat, mean, var, gamma, eps")
     check_array(cache["x_hat"], expected_x_hat, "cache['x_hat'] (compared with F.layer_norm without gamma and beta)",
                 rtol=1e-6, atol=1e-8)
+    # Rows offset by LARGE_OFFSET times their spread: a two-pass variance keeps about
+    # u * LARGE_OFFSET = 1e-10 of relative error, the one-pass formula about 1e-4.
+    far = rng.standard_normal((3, 6)) + LARGE_OFFSET
+    with hint_unless_named(cancellation_hint(LARGE_OFFSET, 1.0)):
+        out_far, _ = unpack(student.call("layernorm_forward", far, gamma, beta), 2, "out, cache")
+        check_array(out_far, torch_ln(far, gamma, beta), "out (compared with torch.nn.functional.layer_norm)",
+                    rtol=1e-6, atol=1e-8, context=f"rows offset by {LARGE_OFFSET:g} times their spread")
     one, _ = unpack(student.call("layernorm_forward", x[:1].copy(), gamma.copy(), beta.copy()), 2, "out, cache")
     check_array(one, expected_one, "out for a batch of one example (LayerNorm does not depend on the batch)",
                 rtol=1e-6, atol=1e-8)
@@ -100,7 +108,7 @@ def test_layernorm_backward_public(student, rng):
     except SubmissionError as err:
         hint = M.backward_crash_hint(err.message, cache) if err.kind == "exception" else None
         if hint:
-            raise Mismatch(hint) from None
+            raise Mismatch(hint, mistake="cache_contract") from None
         raise
     dx, dgamma, dbeta = unpack(result, 3, "dx, dgamma, dbeta")
     context = "x of shape (4, 5)"
@@ -146,7 +154,7 @@ def call_fold(student, args):
     except SubmissionError as err:
         hint = M.fold_crash_hint(err.message, args[0].shape, args[1] is None) if err.kind == "exception" else None
         if hint:
-            raise Mismatch(hint) from None
+            raise Mismatch(hint, mistake="fold_wrong_axis" if "axis 0" in hint else "fold_bias_none") from None
         raise
 
 
