@@ -309,18 +309,21 @@ def _delegate(name):
         return getattr(REF, name)(*args, **kwargs)
     return call
 
-batchnorm_forward = _delegate("batchnorm_forward")
-update_running_stats = _delegate("update_running_stats")
 batchnorm_inference = _delegate("batchnorm_inference")
 spatial_batchnorm_forward = _delegate("spatial_batchnorm_forward")
 """
 
 
-def test_submission_that_delegates_to_a_copy_of_the_reference_earns_nothing(planted_copies, tmp_path):
+def test_submission_that_delegates_to_a_copy_of_the_reference_earns_only_its_own_points(planted_copies, tmp_path):
+    """Its own (correct) batchnorm_forward and update_running_stats earn their points; the two
+    exercises it delegates to whatever copy of the reference it can find earn nothing."""
     path = tmp_path / "delegates.py"
-    path.write_text(FINDS_THE_REFERENCE % {"planted": [str(p) for p in planted_copies], "slug": SLUG})
+    own = REFERENCE.split("\ndef batchnorm_inference(")[0]
+    path.write_text(own + FINDS_THE_REFERENCE % {"planted": [str(p) for p in planted_copies], "slug": SLUG})
     report = grade_many(SLUG, {"delegates": path}, limits=Limits(timeout_s=10, load_timeout_s=120))["delegates"]
-    assert report.score == 0, [t.name for t in report.tests if t.status == "passed"]
+    scores = exercise_scores(report)
+    assert scores["batchnorm_forward"] == scores["update_running_stats"] == 1, scores
+    assert scores["batchnorm_inference"] == scores["spatial_batchnorm_forward"] == 0, scores
     assert any("no reference found" in t.output for t in report.tests)
 
 
