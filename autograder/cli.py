@@ -177,6 +177,11 @@ def write_outputs(slug: str, results: list[tuple[str, Report]], out: Path) -> No
             per = report.by_exercise()
             writer.writerow([student, slug, f"{report.score:g}", f"{report.max_score:g}",
                              *(f"{per.get(e, (0, 0))[0]:g}" for e in exercises)])
+    with open(out / "mistakes.csv", "w", newline="") as f:  # one row per failed test, for counting
+        writer = csv.writer(f)
+        writer.writerow(["student", "exercise", "test", "mistake"])
+        for student, report in results:
+            writer.writerows([student, t.exercise, t.name, t.mistake] for t in report.tests if t.status == "failed")
     for student, report in results:
         folder = out / student
         folder.mkdir(exist_ok=True)

@@ -6,6 +6,7 @@ message that says what happened; the other exercises must keep full marks; a cor
 submission graded in the same session must be unaffected; nothing may outlive grading.
 """
 
+import csv
 import json
 import os
 import re
@@ -485,3 +486,17 @@ def test_check_recognises_the_chapter_from_the_notebook(tmp_path):
     result = subprocess.run([sys.executable, "-m", "autograder", "check", str(path)], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 1, result.stderr
     assert "batchnorm_backward" in result.stdout and "batchnorm_forward " not in result.stdout
+
+
+def test_grade_all_counts_the_mistakes_of_a_class(tmp_path):
+    """mistakes.csv: one row per failed test with its stable tag; a correct student has none."""
+    folder = tmp_path / "class"
+    folder.mkdir()
+    (folder / "ada.py").write_text(REFERENCE)
+    (folder / "bob.py").write_text(REFERENCE.replace("std = np.sqrt(var + eps)", "std = np.sqrt(var) + eps"))
+    result = subprocess.run([sys.executable, "-m", "autograder", "grade-all", "--assignment", SLUG, str(folder),
+                             "--out", str(tmp_path / "out"), "--jobs", "1"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(open(tmp_path / "out" / "mistakes.csv")))
+    assert rows and {r["student"] for r in rows} == {"bob"}
+    assert {r["mistake"] for r in rows if r["exercise"] == "batchnorm_forward"} == {"eps_outside"}
