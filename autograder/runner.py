@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from .feedback import Mismatch
-from .identify import assignments, exercise_names
+from .identify import assignments, exercise_names, other_assignment
 from .sandbox import Limits, Sandbox, SubmissionError, require_isolation
 from .submission import SubmissionReadError, chapter_cells, read_submission
 
@@ -355,6 +355,12 @@ class _Entry:
         except SubmissionReadError as err:
             report.messages.append(str(err))
             return Student(None, str(err))
+        other = other_assignment(self.path, report.assignment)
+        if other:
+            message = (f"{self.path.name} holds the exercises of {other}, not {report.assignment}: "
+                       f"the wrong notebook was submitted")
+            report.messages.append(message)
+            return Student(None, message)
         report.messages += submission.notes
         self.calls = calls_between_exercises(submission.cells, exercise_names(self.report.assignment))
         self.sandbox = Sandbox(submission.cells, limits=self.limits, sandboxed=self.sandboxed)

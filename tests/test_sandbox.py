@@ -500,3 +500,12 @@ def test_grade_all_counts_the_mistakes_of_a_class(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "out" / "mistakes.csv")))
     assert rows and {r["student"] for r in rows} == {"bob"}
     assert {r["mistake"] for r in rows if r["exercise"] == "batchnorm_forward"} == {"eps_outside"}
+
+
+def test_a_class_member_who_submitted_another_chapter_is_told_so(tmp_path):
+    """grade-all goes on with the class; that student's report says which notebook it was."""
+    path = _other_chapter_notebook(tmp_path / "ch02_bn_forward.ipynb")
+    report = grade_many(SLUG, {"carol": path})["carol"]
+    assert report.score == 0
+    assert any("holds the exercises of ch03_bn_backward, not ch02_bn_forward" in m for m in report.messages)
+    assert all("wrong notebook" in t.output for t in report.tests)
