@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import itertools
 import json
+import multiprocessing.util
 import socket
 import os
 import select
@@ -294,7 +295,8 @@ class _Zygote:
     """A fork server (``zygote.py``), started in the sandbox once, that starts workers in milliseconds."""
 
     def __init__(self, mode: str):
-        self._tmp = Path(tempfile.mkdtemp(prefix="bngrade-zygote-"))
+        _remove_orphaned_zygote_dirs()
+        self._tmp = Path(tempfile.mkdtemp(prefix=f"bngrade-zygote-{os.getpid()}-"))
         os.chmod(self._tmp, 0o711)
         self.mode = mode
         lib = _make_lib(self._tmp)
@@ -341,6 +343,21 @@ class _Zygote:
 _zygotes: dict[tuple, _Zygote] = {}
 
 
+def _remove_orphaned_zygote_dirs() -> None:
+    """Remove the folders of zygotes whose grader process is gone without closing them (a
+    process that ends with ``os._exit``, as pool and test workers do, skips ``atexit``)."""
+    for path in Path(tempfile.gettempdir()).glob("bngrade-zygote-*-*"):
+        pid = path.name.split("-")[2]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:
+            pass  # another user's grader, alive
+
+
 def _zygote(mode: str) -> _Zygote | None:
     """This process's zygote (None where disabled)."""
     if os.environ.get("BNGRADE_ZYGOTE", "1") == "0":
@@ -351,6 +368,9 @@ def _zygote(mode: str) -> _Zygote | None:
         for other in [k for k in _zygotes if k[0] == os.getpid()]:
             _zygotes.pop(other).close()  # one zygote per process at a time
         zygote = _zygotes[key] = _Zygote(mode)
+        # multiprocessing's workers (grade-all --jobs N) end with os._exit, which skips atexit
+        # but runs these finalizers (registered here: a forked worker starts with none).
+        multiprocessing.util.Finalize(None, _close_zygotes, exitpriority=10)
     return zygote
 
 
@@ -358,6 +378,7 @@ def _zygote(mode: str) -> _Zygote | None:
 def _close_zygotes():
     for key in [k for k in _zygotes if k[0] == os.getpid()]:
         _zygotes.pop(key).close()
+
 
 
 @dataclass
