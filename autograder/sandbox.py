@@ -148,6 +148,9 @@ def bwrap_command(lib: Path) -> list[str]:
     if os.geteuid() != 0:
         command.append("--unshare-user")
     command += ["--cap-add", "ALL"]
+    # The empty /tmp, /dev and /proc first: a venv under /tmp (a fresh clone there) is then
+    # bound into the new /tmp instead of being covered by it.
+    command += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     for path in TOP_LEVEL_LINKS:
         if os.path.islink(path):
             command += ["--symlink", os.readlink(path), path]
@@ -157,12 +160,11 @@ def bwrap_command(lib: Path) -> list[str]:
     for path in allowed_paths():
         # bwrap would make the missing parents mode 0700: unusable by the worker's uid.
         for parent in list(Path(path).parents)[-2::-1]:
-            if str(parent) not in made and str(parent) not in TOP_LEVEL_LINKS:
+            if str(parent) not in made and str(parent) not in (*TOP_LEVEL_LINKS, "/tmp"):
                 made.add(str(parent))
                 command += ["--perms", "0755", "--dir", str(parent)]
         command += ["--ro-bind", path, path]
-    command += ["--ro-bind", str(lib), LIB_MOUNT, "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-                "--chdir", "/", "--"]
+    command += ["--ro-bind", str(lib), LIB_MOUNT, "--chdir", "/", "--"]
     return command
 
 
