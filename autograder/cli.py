@@ -20,14 +20,14 @@ import argparse
 import csv
 import json
 import os
-import re
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from .identify import assignments, guess_assignment, other_assignment
-from .runner import Report, grade, grade_many, grouped
+from .classlist import ClassError, find_class, read_roster
+from .runner import Report, grade, grade_many, grouped, suite_points
 from .sandbox import Limits, SandboxUnavailable, require_isolation, unavailable_reason
 
 
@@ -78,27 +78,6 @@ def format_check_table(report: Report) -> str:
 
 # ---------------------------------------------------------------------------- grade-all
 
-STUDENT_ID = re.compile(r"^[A-Za-z0-9_.@+-]+$")
-
-
-def find_submissions(directory: Path, slug: str) -> dict[str, Path]:
-    """``{student: file}`` from nbgrader's ``submitted/<student>/<slug>/*.ipynb`` or flat files."""
-    if not directory.is_dir():
-        raise UsageError(f"{directory} is not a directory")
-    found: dict[str, Path] = {}
-    root = directory / "submitted" if (directory / "submitted").is_dir() else directory
-    for entry in sorted(root.iterdir()):
-        if entry.is_dir():
-            folder = entry / slug
-            notebooks = sorted(folder.glob("*.ipynb")) if folder.is_dir() else []
-            if notebooks:
-                preferred = [n for n in notebooks if n.stem == slug]
-                found[entry.name] = (preferred or notebooks)[0]
-        elif entry.suffix in (".ipynb", ".py") and not entry.name.startswith("."):
-            found[entry.stem] = entry
-    return found
-
-
 def _grade_chunk(args):
     """Grade a chunk of a class in one pytest session (in a worker process of the pool)."""
     slug, chunk, timeout, sandboxed = args
@@ -118,32 +97,50 @@ def _grade_chunk(args):
     return list(reports.items())
 
 
-def grade_all(slug: str, directory: Path, out: Path, jobs: int, timeout: float,
-              sandboxed: bool = True) -> list[tuple[str, Report]]:
+def grade_all(slug: str, directory: Path, out: Path, jobs: int, timeout: float, sandboxed: bool = True,
+              roster: Path | None = None, student: str | None = None) -> list[tuple[str, Report]]:
+    """Grade the class of ``directory``: every student found, and every one of ``roster``, gets
+    a report (0 and the reason where there is nothing to grade). With ``student``, only that
+    one is graded and the outputs in ``out`` are updated in place."""
     require_isolation(sandboxed)  # refuse before anything runs
-    submissions = find_submissions(directory, slug)
-    if not submissions:
-        raise UsageError(f"no submissions for {slug} in {directory} (expected submitted/<student>/{slug}/*.ipynb "
+    try:
+        klass = find_class(directory, slug, read_roster(roster) if roster else None)
+    except ClassError as err:
+        raise UsageError(str(err)) from None
+    if not klass.students:
+        raise UsageError(f"no students in {directory} (expected submitted/<student>/{slug}/*.ipynb "
                          f"or <student>.ipynb / <student>.py)")
+    if student is not None:
+        if student not in klass.students:
+            raise UsageError(f"no student {student!r} in {directory}; its students: {', '.join(klass.students)}")
+        klass.submissions = {k: v for k, v in klass.submissions.items() if k == student}
+        klass.missing = {k: v for k, v in klass.missing.items() if k == student}
+    for line in klass.skipped:
+        print(f"skipped: {line}", file=sys.stderr)
+    if klass.not_on_roster:
+        print(f"graded but not on the roster: {', '.join(klass.not_on_roster)}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
-    items = list(submissions.items())
+    items = sorted(klass.submissions.items())
     size = max(1, min(25, -(-len(items) // (jobs * 4))))  # several chunks per job: balance and progress
     chunks = [(slug, items[i:i + size], timeout, sandboxed) for i in range(0, len(items), size)]
     results: dict[str, Report] = {}
     progress = _progress(len(items))
-    if jobs <= 1:
+    if jobs <= 1 or len(chunks) <= 1:
         for chunk in chunks:
-            for student, report in _grade_chunk(chunk):
-                results[student] = report
-                progress(student)
+            for name, report in _grade_chunk(chunk):
+                results[name] = report
+                progress(name)
     else:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             for future in as_completed([pool.submit(_grade_chunk, chunk) for chunk in chunks]):
-                for student, report in future.result():
-                    results[student] = report
-                    progress(student)
+                for name, report in future.result():
+                    results[name] = report
+                    progress(name)
+    points = suite_points(slug)
+    for name, reason in klass.missing.items():
+        results[name] = Report(assignment=slug, submission="", max_score=sum(points.values()), messages=[reason])
     ordered = sorted(results.items())
-    write_outputs(slug, ordered, out)
+    write_outputs(slug, ordered, out, list(points), update=student is not None)
     return ordered
 
 
@@ -164,24 +161,46 @@ def _progress(total: int):
     return step
 
 
-def write_outputs(slug: str, results: list[tuple[str, Report]], out: Path) -> None:
-    exercises: list[str] = []
-    for _, report in results:
-        for exercise in report.by_exercise():
-            if exercise not in exercises:
-                exercises.append(exercise)
+def reason_of(report: Report) -> str:
+    """Why a report scores 0 without being graded (no file, unreadable, another chapter...)."""
+    if report.score == 0 and report.messages and not any(t.status == "passed" for t in report.tests):
+        return report.messages[-1].splitlines()[0]
+    return ""
+
+
+GRADE_COLUMNS = ("student", "assignment", "score", "max_score")
+
+
+def write_outputs(slug: str, results: list[tuple[str, Report]], out: Path, exercises: list[str],
+                  update: bool = False) -> None:
+    """``grades.csv`` (a row per student: scores per exercise and the reason of a 0),
+    ``mistakes.csv`` (a row per failed test) and per student ``results.json`` and
+    ``feedback.txt``. With ``update``, the rows of other students already there are kept."""
+    rows = {student: [student, slug, f"{r.score:g}", f"{r.max_score:g}",
+                      *(f"{r.by_exercise().get(e, (0, 0))[0]:g}" for e in exercises), reason_of(r)]
+            for student, r in results}
+    mistakes = [[student, t.exercise, t.name, t.mistake] for student, r in results for t in r.tests
+                if t.status == "failed"]
+    header = [*GRADE_COLUMNS, *exercises, "reason"]
+    if update and (out / "grades.csv").is_file():
+        with open(out / "grades.csv", newline="") as f:
+            old = list(csv.reader(f))
+        if old and old[0] != header:
+            raise UsageError(f"{out / 'grades.csv'} has other columns than this assignment's; grade the class "
+                             f"without --student first")
+        rows = {**{row[0]: row for row in old[1:] if row}, **rows}
+        if (out / "mistakes.csv").is_file():
+            with open(out / "mistakes.csv", newline="") as f:
+                kept = [row for row in list(csv.reader(f))[1:] if row and row[0] not in dict(results)]
+            mistakes = sorted(kept + mistakes)
     with open(out / "grades.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["student", "assignment", "score", "max_score", *exercises])
-        for student, report in results:
-            per = report.by_exercise()
-            writer.writerow([student, slug, f"{report.score:g}", f"{report.max_score:g}",
-                             *(f"{per.get(e, (0, 0))[0]:g}" for e in exercises)])
+        writer.writerow(header)
+        writer.writerows(rows[student] for student in sorted(rows))
     with open(out / "mistakes.csv", "w", newline="") as f:  # one row per failed test, for counting
         writer = csv.writer(f)
         writer.writerow(["student", "exercise", "test", "mistake"])
-        for student, report in results:
-            writer.writerows([student, t.exercise, t.name, t.mistake] for t in report.tests if t.status == "failed")
+        writer.writerows(mistakes)
     for student, report in results:
         folder = out / student
         folder.mkdir(exist_ok=True)
@@ -269,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--roster", type=Path, help="a CSV of the class: its students without a submission get 0 too")
+    p.add_argument("--student", help="regrade this student only, updating OUTDIR/grades.csv in place")
     p.add_argument("--no-sandbox", **no_sandbox)
     p = sub.add_parser("autograde", help="nbgrader autograde, with the sandboxed scores in the grade book")
     p.add_argument("--assignment", required=True)
@@ -312,10 +333,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.jobs < 1:
                 raise UsageError("--jobs must be at least 1")
             start = time.monotonic()
-            results = grade_all(slug, args.directory, args.out, args.jobs, args.timeout, sandboxed=not args.no_sandbox)
+            results = grade_all(slug, args.directory, args.out, args.jobs, args.timeout, sandboxed=not args.no_sandbox,
+                                roster=args.roster, student=args.student)
             mean = sum(r.score for _, r in results) / len(results)
-            print(f"graded {len(results)} submissions of {slug} in {time.monotonic() - start:.1f} s; "
-                  f"mean score {mean:.2f}/{results[0][1].max_score:g}; grades in {args.out / 'grades.csv'}")
+            ungraded = sum(1 for _, r in results if not r.submission)
+            print(f"graded {len(results) - ungraded} submissions of {slug} in {time.monotonic() - start:.1f} s"
+                  + (f" ({ungraded} student(s) without one: 0, with the reason in grades.csv)" if ungraded else "")
+                  + f"; mean score {mean:.2f}/{results[0][1].max_score:g}; grades in {args.out / 'grades.csv'}")
         elif args.command == "autograde":
             return _autograde(args)
         elif args.command == "check":

@@ -130,7 +130,9 @@ def autograde(slug: str, course: Path, out: Path, jobs: int, timeout: float, db_
 
     require_isolation(sandboxed)  # before nbgrader runs anything
     problems = run_nbgrader_autograde(slug, course)
-    reports = dict(grade_all(slug, course, out, jobs, timeout, sandboxed=sandboxed))
+    # Students without a submission of this assignment have no record to update.
+    reports = {student: report for student, report in grade_all(slug, course, out, jobs, timeout, sandboxed=sandboxed)
+               if report.submission}
     differences = record_scores(db_url or course_db_url(course), slug, reports)
     write_differences(differences, out / "differences.csv")
     return reports, differences, problems

@@ -1,0 +1,115 @@
+"""grade-all as an instructor runs it: every student gets a row, nothing is dropped silently,
+and one student can be regraded in place."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from autograder.classlist import ClassError, find_class, read_roster
+
+ROOT = Path(__file__).resolve().parents[1]
+SLUG = "ch02_bn_forward"
+REFERENCE = (ROOT / "solutions" / f"{SLUG}.py").read_text()
+BUGGY = REFERENCE.replace("std = np.sqrt(var + eps)", "std = np.sqrt(var) + eps")
+
+
+def notebook(source: str) -> str:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(source)]
+    return nbformat.writes(nb)
+
+
+@pytest.fixture
+def course(tmp_path):
+    """An nbgrader course: a notebook, a .py, an empty folder, a student of another assignment,
+    a stray file; and a roster with one more student."""
+    submitted = tmp_path / "course" / "submitted"
+    for student, name, text in (("alice", f"{SLUG}.ipynb", notebook(REFERENCE)), ("bob", "answers.py", REFERENCE)):
+        (submitted / student / SLUG).mkdir(parents=True)
+        (submitted / student / SLUG / name).write_text(text)
+    (submitted / "carol" / SLUG).mkdir(parents=True)
+    (submitted / "dave" / "ch03_bn_backward").mkdir(parents=True)
+    (submitted / "notes.txt").write_text("remember to grade")
+    roster = tmp_path / "roster.csv"
+    roster.write_text("name,student\nAlice A,alice\nBob B,bob\nCarol C,carol\nDave D,dave\nErin E,erin\n")
+    return tmp_path / "course", roster
+
+
+def grade_all(*args):
+    return subprocess.run([sys.executable, "-m", "autograder", "grade-all", "--assignment", SLUG, *map(str, args),
+                           "--jobs", "1"], capture_output=True, text=True, cwd=ROOT)
+
+
+def rows(out: Path) -> dict:
+    return {row["student"]: row for row in csv.DictReader(open(out / "grades.csv"))}
+
+
+def test_every_student_gets_a_row_and_every_skip_is_said(course, tmp_path):
+    folder, roster = course
+    result = grade_all(folder, "--out", tmp_path / "out", "--roster", roster)
+    assert result.returncode == 0, result.stderr
+    grades = rows(tmp_path / "out")
+    assert sorted(grades) == ["alice", "bob", "carol", "dave", "erin"]
+    assert grades["alice"]["score"] == grades["alice"]["max_score"] == grades["bob"]["score"] == "73"
+    assert grades["alice"]["reason"] == grades["bob"]["reason"] == ""
+    for student, phrase in (("carol", "holds no .ipynb or .py file"), ("dave", f"no submission of {SLUG}"),
+                            ("erin", "on the roster, no submission found")):
+        assert grades[student]["score"] == "0" and grades[student]["max_score"] == "73", grades[student]
+        assert phrase in grades[student]["reason"], grades[student]
+        assert (tmp_path / "out" / student / "feedback.txt").is_file()
+    assert "skipped: notes.txt: not a submission" in result.stderr
+    assert "3 student(s) without one" in result.stdout
+
+
+def test_one_student_is_regraded_in_place(course, tmp_path):
+    folder, _ = course
+    out = tmp_path / "out"
+    assert grade_all(folder, "--out", out).returncode == 0
+    before = rows(out)
+    (folder / "submitted" / "bob" / SLUG / "answers.py").write_text(BUGGY)
+    result = grade_all(folder, "--out", out, "--student", "bob")
+    assert result.returncode == 0, result.stderr
+    after = rows(out)
+    assert sorted(after) == sorted(before)
+    assert float(after["bob"]["score"]) < 73
+    assert {k: v for k, v in after.items() if k != "bob"} == {k: v for k, v in before.items() if k != "bob"}
+    assert {row["student"] for row in csv.DictReader(open(out / "mistakes.csv"))} == {"bob"}
+    unknown = grade_all(folder, "--out", out, "--student", "zoe")
+    assert unknown.returncode == 2 and "no student 'zoe'" in unknown.stderr
+
+
+def test_flat_files_and_a_student_with_both_kinds(tmp_path):
+    (tmp_path / "ann.py").write_text(REFERENCE)
+    (tmp_path / "ben.ipynb").write_text(notebook(REFERENCE))
+    (tmp_path / "ben.py").write_text(BUGGY)
+    (tmp_path / ".DS_Store").write_text("")
+    found = find_class(tmp_path, SLUG)
+    assert found.submissions == {"ann": tmp_path / "ann.py", "ben": tmp_path / "ben.ipynb"}
+    assert any(line.startswith("./ben.py: another file of the same student") for line in found.skipped)
+    assert ".DS_Store: hidden" in found.skipped
+
+
+@pytest.mark.parametrize("text, phrase", [
+    ("", "is empty"),
+    ("student\nann\nann\n", "more than once"),
+])
+def test_a_bad_roster_is_refused_in_one_line(tmp_path, text, phrase):
+    roster = tmp_path / "roster.csv"
+    roster.write_text(text)
+    with pytest.raises(ClassError, match=phrase):
+        read_roster(roster)
+    (tmp_path / "ann.py").write_text(REFERENCE)
+    result = grade_all(tmp_path, "--out", tmp_path / "out", "--roster", roster)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and phrase in result.stderr
+
+
+def test_a_roster_without_a_known_column_uses_its_first(tmp_path):
+    roster = tmp_path / "roster.csv"
+    roster.write_text("login_name,section\nann,A\nben,B\n")
+    assert read_roster(roster) == ["ann", "ben"]
+    roster.write_text("Section,Student\nA,ann\nB,ben\n")
+    assert read_roster(roster) == ["ann", "ben"]
