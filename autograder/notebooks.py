@@ -207,7 +207,7 @@ def _strip_marked(source: str, begin: str, end: str) -> str:
     return "".join(kept)
 
 
-_SOLUTION_BLOCK = re.compile(
+SOLUTION_BLOCK = re.compile(
     r"^(?P<fence>`{3,}|:{3,})\{solution\}.*?^(?P=fence)[ \t]*$\n?", re.M | re.S
 )
 
@@ -293,7 +293,7 @@ class ClearThinkingSolutions:
         if variant == "student":
             for cell in nb.cells:
                 if cell.cell_type == "markdown":
-                    cell.source = _SOLUTION_BLOCK.sub("", cell.source)
+                    cell.source = SOLUTION_BLOCK.sub("", cell.source)
         return nb
 
 

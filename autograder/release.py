@@ -6,13 +6,14 @@ For each chapter (default: every chapter that has a grader suite): writes the in
 variant to ``course/source/SLUG/SLUG.ipynb`` (full solutions between nbgrader markers,
 hidden tests in the graded cells, points from the grader's suite) and runs ``nbgrader
 generate_assignment SLUG``, which writes ``course/release/SLUG/SLUG.ipynb`` with stubs and
-public checks only.
+public checks only, and an empty answer cell for each thinking exercise (graded by hand).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,8 +27,45 @@ ROOT = nbgen.ROOT
 COURSE = ROOT / "course"
 
 
+# Points of a thinking exercise's answer, graded by hand in nbgrader's formgrader.
+THINKING_POINTS = 2
+_LABEL = re.compile(r"\{solution\}\s*(\S+)")
+
+
+def answer_cells(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Each thinking exercise's ``{solution}`` block in a markdown cell of its own, an nbgrader
+    manually graded answer cell (``answer_<label>``, :data:`THINKING_POINTS` points): the
+    source keeps the model answer for the graders, and ``generate_assignment`` replaces it by
+    "YOUR ANSWER HERE" in the release, where the student writes."""
+    cells = []
+    for cell in nb.cells:
+        if cell.cell_type != "markdown" or not nbgen.SOLUTION_BLOCK.search(cell.source):
+            cells.append(cell)
+            continue
+        start = 0
+        for match in nbgen.SOLUTION_BLOCK.finditer(cell.source):
+            before = cell.source[start:match.start()].strip("\n")
+            if before.strip():
+                cells.append(nbformat.v4.new_markdown_cell(before))
+            label = _LABEL.search(match.group(0))
+            grade_id = "answer_" + re.sub(r"[^A-Za-z0-9_-]", "_", label.group(1) if label else f"{len(cells)}")
+            answer = nbformat.v4.new_markdown_cell(match.group(0).strip("\n"))
+            answer.metadata["nbgrader"] = {"grade": True, "solution": True, "locked": False, "task": False,
+                                           "points": THINKING_POINTS, "grade_id": grade_id, "schema_version": 3}
+            cells.append(answer)
+            start = match.end()
+        after = cell.source[start:].strip("\n")
+        if after.strip():
+            cells.append(nbformat.v4.new_markdown_cell(after))
+    nb.cells = cells
+    for index, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{index}"
+    return nb
+
+
 def source_notebook(slug: str) -> nbformat.NotebookNode:
-    """The nbgrader source notebook of ``slug``; graded cells carry the suite's points."""
+    """The nbgrader source notebook of ``slug``: graded cells carry the suite's points, and
+    thinking exercises have answer cells (:func:`answer_cells`)."""
     nb = nbgen.generate(ROOT / "chapters" / f"{slug}.md", "instructor")
     points = suite_points(slug)
     for cell in nb.cells:
@@ -37,7 +75,7 @@ def source_notebook(slug: str) -> nbformat.NotebookNode:
             if name not in points:
                 raise nbgen.SourceError(f"{slug}: graded cell {meta['grade_id']} has no tests in the suite")
             meta["points"] = points[name]
-    return nb
+    return answer_cells(nb)
 
 
 def nbgrader(*args: str, course: Path = COURSE, cwd: Path = ROOT) -> subprocess.CompletedProcess:

@@ -42,8 +42,40 @@ def test_source_points_come_from_the_suite():
     points = suite_points(SLUG)
     nb = source_notebook(SLUG)
     graded = {nbgen.nbgrader_meta(c)["grade_id"]: nbgen.nbgrader_meta(c)["points"]
-              for c in nb.cells if nbgen.nbgrader_meta(c).get("grade")}
+              for c in nb.cells if nbgen.nbgrader_meta(c).get("grade") and c.cell_type == "code"}
     assert graded == {f"check_{name}": p for name, p in points.items()}
+
+
+CHAPTERS = [s for s in ("ch01_normalization", "ch02_bn_forward", "ch03_bn_backward", "ch04_cnn")
+            if (ROOT / "chapters" / f"{s}.md").is_file()]
+
+
+@pytest.fixture(scope="module")
+def every_release(tmp_path_factory):
+    course = tmp_path_factory.mktemp("every")
+    release(CHAPTERS, course=course)
+    return course
+
+
+@pytest.mark.parametrize("slug", CHAPTERS)
+def test_no_release_holds_a_thinking_solution(every_release, slug):
+    """Each thinking exercise's model answer stays in the source, as a manually graded answer
+    cell with points; the student's release has that cell empty ("YOUR ANSWER HERE")."""
+    source = nbformat.read(every_release / "source" / slug / f"{slug}.ipynb", as_version=4)
+    released = nbformat.read(every_release / "release" / slug / f"{slug}.ipynb", as_version=4)
+    answers = [c for c in source.cells if nbgen.nbgrader_meta(c).get("grade_id", "").startswith("answer_")]
+    chapter = (ROOT / "chapters" / f"{slug}.md").read_text()
+    assert len(answers) == chapter.count("{solution}") > 0
+    text = "\n".join(c.source for c in released.cells)
+    assert "{solution}" not in text
+    for cell in answers:
+        meta = nbgen.nbgrader_meta(cell)
+        assert meta["grade"] and meta["solution"] and meta["points"] > 0
+        for line in cell.source.splitlines()[1:-1]:
+            if len(line.strip()) >= 30 and chapter.count(line) == 1:  # a line of the model answer only
+                assert line not in text, f"{meta['grade_id']}: {line}"
+    empty = [c for c in released.cells if nbgen.nbgrader_meta(c).get("grade_id", "").startswith("answer_")]
+    assert len(empty) == len(answers) and all(c.source == "YOUR ANSWER HERE" for c in empty)
 
 
 def fill(release_nb, replacements=None, drop=()):
