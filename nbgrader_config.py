@@ -13,9 +13,15 @@ c = get_config()  # noqa: F821 - provided by nbgrader
 _here = os.path.dirname(os.path.abspath(globals().get("__file__", os.path.join(os.getcwd(), "nbgrader_config.py"))))
 _root = os.path.join(_here, "course")
 
+# The graded cells import the course's grader (autograder.inline): the kernels nbgrader
+# starts inherit this process's environment, so the project goes on their PYTHONPATH here,
+# and `nbgrader autograde` works without any variable set, from here or from course/
+# (whose nbgrader_config.py, written by `make release`, loads this file).
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_here, os.environ.get("PYTHONPATH", "")) if p)
+
 c.CourseDirectory.root = _root
 c.CourseDirectory.course_id = "batchnorm"
 c.CourseDirectory.db_url = os.environ.get("BNGRADE_DB_URL", f"sqlite:///{_root}/gradebook.db")
+c.CsvExportPlugin.to = os.path.join(_root, "grades.csv")   # `nbgrader export`: into the course, not the cwd
 c.Execute.timeout = 300                      # seconds per cell: chapters train small models
-c.Execute.allow_errors = True
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}

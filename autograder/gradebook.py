@@ -55,6 +55,10 @@ def run_nbgrader_autograde(slug: str, course: Path) -> list[str]:
 
     result = nbgrader("autograde", slug, "--force", course=course)
     log = result.stdout + result.stderr
+    if "No module named 'autograder'" in log:
+        raise RuntimeError("nbgrader's kernels cannot import the course's grader (No module named 'autograder'): "
+                           "every graded cell would score 0. Run nbgrader from the project or from course/ "
+                           "(nbgrader_config.py puts the project on PYTHONPATH)")
     problems = [line.strip() for line in log.splitlines() if "| ERROR]" in line]
     if result.returncode != 0 and not problems:
         raise RuntimeError(f"nbgrader autograde {slug} failed (exit {result.returncode}):\n{log[-3000:]}")

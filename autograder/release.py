@@ -79,17 +79,31 @@ def source_notebook(slug: str) -> nbformat.NotebookNode:
 
 
 def nbgrader(*args: str, course: Path = COURSE, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    """Run an nbgrader command on the course directory ``course``, with the project on PYTHONPATH."""
+    """Run an nbgrader command on the course directory ``course`` (the project's
+    nbgrader_config.py puts the project on the kernels' PYTHONPATH)."""
     bin_dir = str(Path(sys.executable).parent)  # nbgrader calls `alembic` from PATH
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""))
+    env = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""))
+    env.pop("PYTHONPATH", None)
     overrides = []
     if Path(course).resolve() != COURSE.resolve():
-        overrides = [f"--CourseDirectory.root={course}", f"--CourseDirectory.db_url=sqlite:///{course}/gradebook.db"]
+        overrides = [f"--CourseDirectory.root={course}", f"--CourseDirectory.db_url=sqlite:///{course}/gradebook.db",
+                     f"--CsvExportPlugin.to={course}/grades.csv"]
     return subprocess.run([sys.executable, "-m", "nbgrader", *args, *overrides], cwd=cwd, env=env,
                           capture_output=True, text=True)
 
 
+COURSE_CONFIG = (
+    "# Written by `make release`: the course's nbgrader settings live in the project's\n"
+    "# nbgrader_config.py, so that nbgrader commands run from this folder use them too.\n"
+    "c = get_config()  # noqa: F821\n"
+    "load_subconfig({path!r})  # noqa: F821\n"
+)
+
+
 def release(slugs: list[str], course: Path = COURSE) -> list[Path]:
+    course.mkdir(parents=True, exist_ok=True)
+    if Path(course).resolve() == COURSE.resolve():
+        (course / "nbgrader_config.py").write_text(COURSE_CONFIG.format(path=str(ROOT / "nbgrader_config.py")))
     released = []
     for slug in slugs:
         target = course / "source" / slug / f"{slug}.ipynb"

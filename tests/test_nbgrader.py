@@ -209,7 +209,8 @@ def test_nbgrader_export_gives_the_sandboxed_scores(course, class_graded, tmp_pa
     _, ours, _, _ = class_graded
     result = nbgrader("export", course=course, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    rows = {row["student_id"]: row for row in csv.DictReader(open(tmp_path / "grades.csv"))
+    assert not (tmp_path / "grades.csv").exists()  # not into the folder it was run from
+    rows = {row["student_id"]: row for row in csv.DictReader(open(course / "grades.csv"))
             if row["assignment"] == SLUG}
     assert set(rows) == set(ours)
     for name, report in ours.items():
@@ -232,3 +233,31 @@ def test_autograde_command_refuses_a_course_without_submissions(tmp_path, capsys
     assert main(["autograde", "--assignment", SLUG, "--course", str(tmp_path)]) == 2
     assert "nbgrader collect" in capsys.readouterr().err
     assert main(["autograde", "--assignment", "ch99_nothing", "--course", str(tmp_path)]) == 2
+
+
+def test_nbgrader_autograde_works_from_the_course_folder_without_pythonpath(tmp_path):
+    """An instructor types `nbgrader autograde` in course/ with no variable set: correct work
+    gets full marks (it got 0: the kernels could not import the grader)."""
+    import os
+    import subprocess
+    import sys
+
+    from autograder.release import COURSE_CONFIG
+    from autograder.runner import suite_points
+
+    course = tmp_path / "course"
+    release([SLUG], course=course)
+    (course / "nbgrader_config.py").write_text(
+        COURSE_CONFIG.format(path=str(ROOT / "nbgrader_config.py"))
+        + f"c.CourseDirectory.root = {str(course)!r}\nc.CourseDirectory.db_url = 'sqlite:///{course}/gradebook.db'\n")
+    released = nbformat.read(course / "release" / SLUG / f"{SLUG}.ipynb", as_version=4)
+    (course / "submitted" / "ann" / SLUG).mkdir(parents=True)
+    nbformat.write(fill(released), course / "submitted" / "ann" / SLUG / f"{SLUG}.ipynb")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    result = subprocess.run([sys.executable, "-m", "nbgrader", "autograde", SLUG, "--force"], cwd=course, env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "No module named 'autograder'" not in result.stdout + result.stderr
+    with Gradebook(f"sqlite:///{course}/gradebook.db") as gb:
+        assert gb.find_submission(SLUG, "ann").score == pytest.approx(sum(suite_points(SLUG).values()))
