@@ -262,13 +262,21 @@ def _submission_file(path: Path, slug: str | None = None) -> Path:
 def _guess_assignment(path: Path) -> str:
     slug = guess_assignment(path)
     if slug is None:
-        raise UsageError(f"cannot tell which assignment {path.name} is; pass --assignment (one of {', '.join(assignments())})")
+        raise UsageError(f"cannot tell which assignment {path.name} is; pass --assignment (one of {_offered()})")
     return slug
+
+
+def _offered() -> str:
+    """The assignments to offer: the chapters that exist, then the graders still without one."""
+    chapters = Path(__file__).resolve().parents[1] / "chapters"
+    released = [s for s in assignments() if (chapters / f"{s}.md").is_file()]
+    waiting = [s for s in assignments() if s not in released]
+    return ", ".join(released) + (f" (graders without a chapter yet: {', '.join(waiting)})" if waiting else "")
 
 
 def _check_assignment(slug: str) -> str:
     if slug not in assignments():
-        raise UsageError(f"unknown assignment {slug!r}; known: {', '.join(assignments())}")
+        raise UsageError(f"unknown assignment {slug!r}; known: {_offered()}")
     return slug
 
 

@@ -402,7 +402,7 @@ def test_cli_grade_json_contract(tmp_path):
 
 
 @pytest.mark.parametrize("args, phrase", [
-    (["grade", "--assignment", "no_such", "x.py"], "unknown assignment"),
+    (["grade", "--assignment", "no_such", "x.py"], "unknown assignment 'no_such'; known: ch01_normalization,"),
     (["grade-all", "--assignment", SLUG, "/nonexistent", "--out", "/tmp/x"], "is not a directory"),
 ])
 def test_cli_fails_only_when_the_grader_cannot_run(args, phrase):
