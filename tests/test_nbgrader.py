@@ -261,3 +261,30 @@ def test_nbgrader_autograde_works_from_the_course_folder_without_pythonpath(tmp_
     assert "No module named 'autograder'" not in result.stdout + result.stderr
     with Gradebook(f"sqlite:///{course}/gradebook.db") as gb:
         assert gb.find_submission(SLUG, "ann").score == pytest.approx(sum(suite_points(SLUG).values()))
+
+
+def test_manual_answer_scores_add_to_the_autograded_score_in_the_export(course, class_graded, tmp_path):
+    """A thinking exercise graded by hand in formgrader counts in nbgrader's export on top of
+    the sandboxed score (the grade book's manual score is put back afterwards)."""
+    import csv
+
+    _, ours, _, _ = class_graded
+    with Gradebook(f"sqlite:///{course}/gradebook.db") as gb:
+        notebook = gb.find_submission_notebook(SLUG, SLUG, "correct")
+        answers = [g for g in notebook.grades if g.name.startswith("answer_")]
+        # left blank ("YOUR ANSWER HERE"), nbgrader scores them 0 itself; a grader may still award points
+        assert answers and all(g.max_score > 0 and g.auto_score == 0 for g in answers)
+        answers[0].manual_score = 1.5
+        gb.db.commit()
+    try:
+        result = nbgrader("export", course=course, cwd=tmp_path)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        row = next(r for r in csv.DictReader(open(course / "grades.csv"))
+                   if r["assignment"] == SLUG and r["student_id"] == "correct")
+        assert float(row["raw_score"]) == pytest.approx(ours["correct"].score + 1.5)
+    finally:
+        with Gradebook(f"sqlite:///{course}/gradebook.db") as gb:
+            for grade in gb.find_submission_notebook(SLUG, SLUG, "correct").grades:
+                if grade.name.startswith("answer_"):
+                    grade.manual_score = None
+            gb.db.commit()
