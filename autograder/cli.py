@@ -4,6 +4,7 @@
     python -m autograder grade-all --assignment SLUG DIR --out OUTDIR [--jobs N]
     python -m autograder check SUBMISSION [--assignment SLUG]
     python -m autograder autograde --assignment SLUG [--course DIR] [--out OUTDIR] [--jobs N]
+    python -m autograder report OUTDIR
 
 ``autograde`` runs nbgrader's autograde for its records, grades the same submissions in the
 sandbox and writes those scores into nbgrader's grade book (``autograder.gradebook``).
@@ -306,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     p.add_argument("--timeout", type=float, default=10.0)
     p.add_argument("--no-sandbox", **no_sandbox)
+    p = sub.add_parser("report", help="the class report (report.html, report.csv) of a grade-all output folder")
+    p.add_argument("out", type=Path, metavar="OUTDIR")
     p = sub.add_parser("check", help="run the public checks on your notebook (exit 1 if one fails)")
     p.add_argument("submission", type=Path)
     p.add_argument("--assignment")
@@ -352,6 +355,14 @@ def main(argv: list[str] | None = None) -> int:
             return _autograde(args)
         elif args.command == "check":
             return _check(args)
+        elif args.command == "report":
+            from .report import ReportError, write_report
+
+            try:
+                page, table = write_report(args.out)
+            except ReportError as err:
+                raise UsageError(str(err)) from None
+            print(f"class report: {page} (mistakes ranked: {table})")
     except (UsageError, SandboxUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
