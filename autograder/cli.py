@@ -1,7 +1,9 @@
 """Command line of the grader (the contract of the course specification, section 5).
 
     python -m autograder grade --assignment SLUG SUBMISSION [--format json|text] [--timeout S]
-    python -m autograder grade-all --assignment SLUG DIR --out OUTDIR [--jobs N]
+    python -m autograder grade-all --assignment SLUG[,SLUG...]|all DIR --out OUTDIR [--jobs N]
+                                   [--roster CSV] [--student NAME] [--shard K/N] [--no-sandbox]
+    python -m autograder merge SHARD_OUTDIR... --out OUTDIR
     python -m autograder check SUBMISSION [--assignment SLUG]
     python -m autograder autograde --assignment SLUG [--course DIR] [--out OUTDIR] [--jobs N]
     python -m autograder report OUTDIR
@@ -19,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -98,51 +102,134 @@ def _grade_chunk(args):
     return list(reports.items())
 
 
-def grade_all(slug: str, directory: Path, out: Path, jobs: int, timeout: float, sandboxed: bool = True,
-              roster: Path | None = None, student: str | None = None) -> list[tuple[str, Report]]:
-    """Grade the class of ``directory``: every student found, and every one of ``roster``, gets
-    a report (0 and the reason where there is nothing to grade). With ``student``, only that
-    one is graded and the outputs in ``out`` are updated in place."""
-    require_isolation(sandboxed)  # refuse before anything runs
+def in_shard(student: str, shard: tuple[int, int] | None) -> bool:
+    """Whether ``student`` belongs to shard ``(k, n)`` (1 <= k <= n): by a hash of the name, so a
+    student is in the same shard for every assignment and whatever the others are."""
+    if shard is None:
+        return True
+    k, n = shard
+    return int(hashlib.sha256(student.encode()).hexdigest(), 16) % n == k - 1
+
+
+def _plan(slug: str, directory: Path, roster: list[str] | None, student: str | None,
+          shard: tuple[int, int] | None):
+    """The class of one assignment, reduced to ``student`` or to a shard."""
     try:
-        klass = find_class(directory, slug, read_roster(roster) if roster else None)
+        klass = find_class(directory, slug, roster)
     except ClassError as err:
         raise UsageError(str(err)) from None
     if not klass.students:
         raise UsageError(f"no students in {directory} (expected submitted/<student>/{slug}/*.ipynb "
                          f"or <student>.ipynb / <student>.py)")
-    if student is not None:
-        if student not in klass.students:
-            raise UsageError(f"no student {student!r} in {directory}; its students: {', '.join(klass.students)}")
-        klass.submissions = {k: v for k, v in klass.submissions.items() if k == student}
-        klass.missing = {k: v for k, v in klass.missing.items() if k == student}
+    if student is not None and student not in klass.students:
+        raise UsageError(f"no student {student!r} in {directory}; its students: {', '.join(klass.students)}")
+    keep = (lambda name: name == student) if student is not None else (lambda name: in_shard(name, shard))
+    klass.submissions = {k: v for k, v in klass.submissions.items() if keep(k)}
+    klass.missing = {k: v for k, v in klass.missing.items() if keep(k)}
     for line in klass.skipped:
-        print(f"skipped: {line}", file=sys.stderr)
+        print(f"skipped ({slug}): {line}", file=sys.stderr)
     if klass.not_on_roster:
-        print(f"graded but not on the roster: {', '.join(klass.not_on_roster)}", file=sys.stderr)
-    out.mkdir(parents=True, exist_ok=True)
-    items = sorted(klass.submissions.items())
-    size = max(1, min(25, -(-len(items) // (jobs * 4))))  # several chunks per job: balance and progress
-    chunks = [(slug, items[i:i + size], timeout, sandboxed) for i in range(0, len(items), size)]
-    results: dict[str, Report] = {}
-    progress = _progress(len(items))
+        print(f"graded but not on the roster ({slug}): {', '.join(klass.not_on_roster)}", file=sys.stderr)
+    return klass
+
+
+def grade_course(slugs: list[str], directory: Path, out: Path, jobs: int, timeout: float, sandboxed: bool = True,
+                 roster: Path | None = None, student: str | None = None,
+                 shard: tuple[int, int] | None = None) -> dict[str, list[tuple[str, Report]]]:
+    """Grade the class of ``directory`` in every assignment of ``slugs`` with one pool of
+    workers (a worker keeps its sandbox server from one assignment to the next). Every student
+    found, and every one of ``roster``, gets a report (0 and the reason where there is nothing
+    to grade). With ``student``, only that one is graded and the outputs are updated in place;
+    with ``shard=(k, n)``, the k-th of n disjoint parts of the class (``merge`` joins them).
+    The outputs of one assignment go into ``out``, of several into ``out/<slug>``."""
+    require_isolation(sandboxed)  # refuse before anything runs
+    try:
+        names = read_roster(roster) if roster else None
+    except ClassError as err:
+        raise UsageError(str(err)) from None
+    classes = {slug: _plan(slug, directory, names, student, shard) for slug in slugs}
+    chunks = []
+    total = sum(len(k.submissions) for k in classes.values())
+    size = max(1, min(25, -(-total // (jobs * 4))))  # several chunks per job: balance and progress
+    for slug, klass in classes.items():
+        items = sorted(klass.submissions.items())
+        chunks += [(slug, items[i:i + size], timeout, sandboxed) for i in range(0, len(items), size)]
+    results: dict[str, dict[str, Report]] = {slug: {} for slug in slugs}
+    progress = _progress(total)
     if jobs <= 1 or len(chunks) <= 1:
         for chunk in chunks:
             for name, report in _grade_chunk(chunk):
-                results[name] = report
+                results[chunk[0]][name] = report
                 progress(name)
     else:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            for future in as_completed([pool.submit(_grade_chunk, chunk) for chunk in chunks]):
+            futures = {pool.submit(_grade_chunk, chunk): chunk[0] for chunk in chunks}
+            for future in as_completed(futures):
                 for name, report in future.result():
-                    results[name] = report
+                    results[futures[future]][name] = report
                     progress(name)
-    points = suite_points(slug)
-    for name, reason in klass.missing.items():
-        results[name] = Report(assignment=slug, submission="", max_score=sum(points.values()), messages=[reason])
-    ordered = sorted(results.items())
-    write_outputs(slug, ordered, out, list(points), update=student is not None)
-    return ordered
+    graded = {}
+    for slug, klass in classes.items():
+        points = suite_points(slug)
+        for name, reason in klass.missing.items():
+            results[slug][name] = Report(assignment=slug, submission="", max_score=sum(points.values()),
+                                         messages=[reason])
+        graded[slug] = sorted(results[slug].items())
+        target = out if len(slugs) == 1 else out / slug
+        target.mkdir(parents=True, exist_ok=True)
+        write_outputs(slug, graded[slug], target, list(points), update=student is not None)
+    return graded
+
+
+def grade_all(slug: str, directory: Path, out: Path, jobs: int, timeout: float, sandboxed: bool = True,
+              roster: Path | None = None, student: str | None = None) -> list[tuple[str, Report]]:
+    """:func:`grade_course` for one assignment, into ``out``."""
+    return grade_course([slug], directory, out, jobs, timeout, sandboxed, roster, student)[slug]
+
+
+def merge(parts: list[Path], out: Path) -> list[str]:
+    """Join the outputs of shards (each a grade-all output folder, of one assignment or of
+    several in ``<slug>/`` subfolders) into ``out``; returns the assignments merged."""
+    def layout(part: Path) -> dict[str, Path]:
+        if (part / "grades.csv").is_file():
+            with open(part / "grades.csv", newline="") as f:
+                row = next(csv.DictReader(f), None)
+            return {row["assignment"] if row else part.name: part}
+        found = {d.name: d for d in sorted(part.iterdir()) if (d / "grades.csv").is_file()} if part.is_dir() else {}
+        if not found:
+            raise UsageError(f"{part} holds no grade-all output (no grades.csv)")
+        return found
+
+    layouts = [layout(Path(p)) for p in parts]
+    slugs = sorted({slug for lay in layouts for slug in lay})
+    for slug in slugs:
+        header, rows, mistakes = None, {}, []
+        target = out if len(slugs) == 1 else out / slug
+        target.mkdir(parents=True, exist_ok=True)
+        for lay in layouts:
+            part = lay.get(slug)
+            if part is None:
+                continue
+            with open(part / "grades.csv", newline="") as f:
+                table = list(csv.reader(f))
+            if header is not None and table[0] != header:
+                raise UsageError(f"{part / 'grades.csv'} has other columns than the other shards of {slug}")
+            header = table[0]
+            for row in table[1:]:
+                if row[0] in rows:
+                    raise UsageError(f"{row[0]} is in two shards of {slug}: were they made with the same --shard N?")
+                rows[row[0]] = row
+                if (part / row[0]).is_dir():
+                    shutil.copytree(part / row[0], target / row[0], dirs_exist_ok=True)
+            if (part / "mistakes.csv").is_file():
+                with open(part / "mistakes.csv", newline="") as f:
+                    mistakes += list(csv.reader(f))[1:]
+        with open(target / "grades.csv", "w", newline="") as f:
+            csv.writer(f).writerows([header, *(rows[k] for k in sorted(rows))])
+        with open(target / "mistakes.csv", "w", newline="") as f:
+            csv.writer(f).writerows([["student", "exercise", "test", "mistake"],
+                                     *sorted(mistakes, key=lambda row: row[0])])  # stable: suite order kept
+    return slugs
 
 
 def _progress(total: int):
@@ -193,7 +280,7 @@ def write_outputs(slug: str, results: list[tuple[str, Report]], out: Path, exerc
         if (out / "mistakes.csv").is_file():
             with open(out / "mistakes.csv", newline="") as f:
                 kept = [row for row in list(csv.reader(f))[1:] if row and row[0] not in dict(results)]
-            mistakes = sorted(kept + mistakes)
+            mistakes = sorted(kept + mistakes, key=lambda row: row[0])  # by student; tests in suite order
     with open(out / "grades.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
@@ -292,14 +379,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per test call (default 10)")
     p.add_argument("--no-sandbox", **no_sandbox)
     p = sub.add_parser("grade-all", help="grade a class")
-    p.add_argument("--assignment", required=True)
+    p.add_argument("--assignment", required=True,
+                   help="SLUG, several as SLUG,SLUG, or all (every chapter that exists): one pool grades them all")
     p.add_argument("directory", type=Path)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     p.add_argument("--timeout", type=float, default=10.0)
     p.add_argument("--roster", type=Path, help="a CSV of the class: its students without a submission get 0 too")
     p.add_argument("--student", help="regrade this student only, updating OUTDIR/grades.csv in place")
+    p.add_argument("--shard", help="K/N: grade the K-th of N disjoint parts of the class (join them with merge)")
     p.add_argument("--no-sandbox", **no_sandbox)
+    p = sub.add_parser("merge", help="join the outputs of grade-all --shard K/N into one")
+    p.add_argument("parts", type=Path, nargs="+", metavar="SHARD_OUTDIR")
+    p.add_argument("--out", type=Path, required=True)
     p = sub.add_parser("autograde", help="nbgrader autograde, with the sandboxed scores in the grade book")
     p.add_argument("--assignment", required=True)
     p.add_argument("--course", type=Path, default=None, help="the nbgrader course directory (default: course/)")
@@ -313,6 +405,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("submission", type=Path)
     p.add_argument("--assignment")
     return parser
+
+
+def _parse_shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    k, _, n = text.partition("/")
+    if not (k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+        raise UsageError(f"--shard {text}: expected K/N with 1 <= K <= N, e.g. 2/8")
+    return int(k), int(n)
+
+
+def _grade_all(args) -> int:
+    if args.assignment == "all":
+        slugs = [s for s in assignments() if (Path(__file__).resolve().parents[1] / "chapters" / f"{s}.md").is_file()]
+    else:
+        slugs = [_check_assignment(s.strip()) for s in args.assignment.split(",") if s.strip()]
+    if args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    if args.student and args.shard:
+        raise UsageError("--student and --shard exclude each other")
+    shard = _parse_shard(args.shard)
+    if len(slugs) > 1 and args.directory.is_dir():
+        root = args.directory / "submitted" if (args.directory / "submitted").is_dir() else args.directory
+        flat = [p.name for p in root.iterdir() if p.is_file() and p.suffix in (".ipynb", ".py")]
+        if flat:
+            raise UsageError(f"grading several assignments needs nbgrader's layout submitted/<student>/<slug>/; "
+                             f"{root} holds files such as {flat[0]}")
+    start = time.monotonic()
+    graded = grade_course(slugs, args.directory, args.out, args.jobs, args.timeout, sandboxed=not args.no_sandbox,
+                          roster=args.roster, student=args.student, shard=shard)
+    for slug, results in graded.items():
+        where = args.out if len(slugs) == 1 else args.out / slug
+        if not results:
+            print(f"{slug}: no student in this shard")
+            continue
+        mean = sum(r.score for _, r in results) / len(results)
+        ungraded = sum(1 for _, r in results if not r.submission)
+        print(f"{slug}: {len(results) - ungraded} submissions graded"
+              + (f" ({ungraded} student(s) without one: 0, with the reason in grades.csv)" if ungraded else "")
+              + f"; mean score {mean:.2f}/{results[0][1].max_score:g}; grades in {where / 'grades.csv'}")
+    print(f"graded in {time.monotonic() - start:.1f} s")
+    return 0
 
 
 def _check(args) -> int:
@@ -340,17 +474,10 @@ def main(argv: list[str] | None = None) -> int:
             report = grade(slug, args.submission, limits=Limits(timeout_s=args.timeout), sandboxed=not args.no_sandbox)
             print(json.dumps(report.to_json(), indent=2) if args.format == "json" else format_text(report))
         elif args.command == "grade-all":
-            slug = _check_assignment(args.assignment)
-            if args.jobs < 1:
-                raise UsageError("--jobs must be at least 1")
-            start = time.monotonic()
-            results = grade_all(slug, args.directory, args.out, args.jobs, args.timeout, sandboxed=not args.no_sandbox,
-                                roster=args.roster, student=args.student)
-            mean = sum(r.score for _, r in results) / len(results)
-            ungraded = sum(1 for _, r in results if not r.submission)
-            print(f"graded {len(results) - ungraded} submissions of {slug} in {time.monotonic() - start:.1f} s"
-                  + (f" ({ungraded} student(s) without one: 0, with the reason in grades.csv)" if ungraded else "")
-                  + f"; mean score {mean:.2f}/{results[0][1].max_score:g}; grades in {args.out / 'grades.csv'}")
+            return _grade_all(args)
+        elif args.command == "merge":
+            slugs = merge(args.parts, args.out)
+            print(f"merged {len(args.parts)} shard(s) of {', '.join(slugs)} into {args.out}")
         elif args.command == "autograde":
             return _autograde(args)
         elif args.command == "check":

@@ -8,7 +8,8 @@ a syntax error and a missing exercise), grades the whole class with ``grade-all`
 grades the first ``--nbgrader-students`` of it with ``nbgrader autograde`` (which runs a
 Jupyter kernel per notebook, executing the whole chapter). Prints the wall times, the
 time per student and the ratio; nbgrader's time for the whole class is extrapolated
-from its measured per-student time, and the table says so.
+from its measured per-student time, and the table says so. Last, the whole course in one
+``grade-all`` run (every assignment, one pool of workers), as an instructor grades a term.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 import nbformat  # noqa: E402
 
 from autograder import notebooks as nbgen  # noqa: E402
-from autograder.cli import grade_all  # noqa: E402
+from autograder.cli import grade_all, grade_course  # noqa: E402
 from autograder.release import nbgrader, release  # noqa: E402
 from autograder.runner import assignments  # noqa: E402
 
@@ -133,7 +134,15 @@ def main(argv=None) -> int:
                        ratio=round(per / (ours / len(results)), 1))
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print(f"\ngrade-all --jobs {args.jobs}: {len(slugs)} assignments x {args.students} students in {total_ours:.1f} s")
+    print(f"\ngrade-all --jobs {args.jobs}: {len(slugs)} assignments x {args.students} students in {total_ours:.1f} s "
+          f"(one run per assignment)")
+    start = time.perf_counter()
+    graded = grade_course(slugs, course, course / "grades-course", jobs=args.jobs, timeout=10)
+    whole = time.perf_counter() - start
+    print(json.dumps({"course": slugs, "students": args.students, "grade_all_course_s": round(whole, 2),
+                      "submissions": sum(len(r) for r in graded.values())}), flush=True)
+    print(f"grade-all --assignment {','.join(slugs)} --jobs {args.jobs}: the whole course in one run (one pool of "
+          f"workers) in {whole:.1f} s")
     if any("ratio" in r for r in rows):
         per_student = [r["nbgrader_ms_per_student"] / 1000 for r in rows if "ratio" in r]
         extrapolated = sum(per_student) * args.students

@@ -61,7 +61,7 @@ def test_every_student_gets_a_row_and_every_skip_is_said(course, tmp_path):
         assert grades[student]["score"] == "0" and grades[student]["max_score"] == "73", grades[student]
         assert phrase in grades[student]["reason"], grades[student]
         assert (tmp_path / "out" / student / "feedback.txt").is_file()
-    assert "skipped: notes.txt: not a submission" in result.stderr
+    assert f"skipped ({SLUG}): notes.txt: not a submission" in result.stderr
     assert "3 student(s) without one" in result.stdout
 
 
@@ -113,3 +113,64 @@ def test_a_roster_without_a_known_column_uses_its_first(tmp_path):
     assert read_roster(roster) == ["ann", "ben"]
     roster.write_text("Section,Student\nA,ann\nB,ben\n")
     assert read_roster(roster) == ["ann", "ben"]
+
+
+SLUGS = ("ch01_normalization", "ch02_bn_forward")
+
+
+@pytest.fixture
+def two_assignments(tmp_path):
+    """Five students, two assignments, in nbgrader's layout (one student lacks chapter 1)."""
+    submitted = tmp_path / "course" / "submitted"
+    for i, student in enumerate(("ann", "ben", "cat", "dan", "eve")):
+        for slug in SLUGS:
+            if slug == "ch01_normalization" and student == "eve":
+                continue
+            source = (ROOT / "solutions" / f"{slug}.py").read_text()
+            if i % 2:
+                source = source.replace("std = np.sqrt(var + eps)", "std = np.sqrt(var) + eps")
+            (submitted / student / slug).mkdir(parents=True, exist_ok=True)
+            (submitted / student / slug / f"{slug}.py").write_text(source)
+    return tmp_path / "course"
+
+
+def test_several_assignments_in_one_run_and_shards_merge_to_the_same(two_assignments, tmp_path):
+    whole = grade_all_of(two_assignments, ",".join(SLUGS), tmp_path / "whole")
+    for slug in SLUGS:
+        assert sorted(rows(whole / slug)) == ["ann", "ben", "cat", "dan", "eve"]
+    assert rows(whole / "ch01_normalization")["eve"]["reason"].startswith("no submission of ch01_normalization")
+    parts = [grade_all_of(two_assignments, ",".join(SLUGS), tmp_path / f"part{k}", "--shard", f"{k}/2")
+             for k in (1, 2)]
+    for slug in SLUGS:
+        a, b = set(rows(parts[0] / slug)), set(rows(parts[1] / slug))
+        assert not a & b and a | b == set(rows(whole / slug))
+    merged = subprocess.run([sys.executable, "-m", "autograder", "merge", *map(str, parts), "--out",
+                             str(tmp_path / "merged")], capture_output=True, text=True, cwd=ROOT)
+    assert merged.returncode == 0, merged.stderr
+    for slug in SLUGS:
+        assert rows(tmp_path / "merged" / slug) == rows(whole / slug)
+        assert (tmp_path / "merged" / slug / "mistakes.csv").read_text() == (whole / slug / "mistakes.csv").read_text()
+        assert (tmp_path / "merged" / slug / "ben" / "feedback.txt").is_file()
+
+
+def grade_all_of(course, assignment, out, *extra):
+    result = subprocess.run([sys.executable, "-m", "autograder", "grade-all", "--assignment", assignment, str(course),
+                             "--out", str(out), "--jobs", "2", *extra], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.mark.parametrize("args, phrase", [
+    (["--shard", "3/2"], "expected K/N"),
+    (["--shard", "1/2", "--student", "ann"], "exclude each other"),
+])
+def test_bad_shard_options_are_usage_errors(two_assignments, tmp_path, args, phrase):
+    result = grade_all(two_assignments, "--out", tmp_path / "out", *args)
+    assert result.returncode == 2 and phrase in result.stderr
+
+
+def test_several_assignments_need_the_nbgrader_layout(tmp_path):
+    (tmp_path / "ann.py").write_text(REFERENCE)
+    result = subprocess.run([sys.executable, "-m", "autograder", "grade-all", "--assignment", ",".join(SLUGS),
+                             str(tmp_path), "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2 and "nbgrader's layout" in result.stderr
