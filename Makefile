@@ -17,7 +17,7 @@ ifneq ($(shell test -x $(PY) -a -x $(JB) -a -x $(VENV)/bin/pytest -a -f $(STAMP)
 .PHONY: $(STAMP)
 endif
 
-.PHONY: help venv data book instructor-book release grade autograde report test test-fast bench clean
+.PHONY: help venv data book instructor-book release grade autograde report gradescope test test-fast bench clean
 
 help:
 	@echo "make book             build the student website into _build/html"
@@ -28,6 +28,7 @@ help:
 	@echo "make grade ASSIGNMENT=ch02_bn_forward SUBMISSIONS=dir   grade a class into _build/grades/ASSIGNMENT"
 	@echo "make autograde ASSIGNMENT=ch02_bn_forward   nbgrader autograde, with the sandboxed scores in its grade book"
 	@echo "make report ASSIGNMENT=ch02_bn_forward   the class report: _build/grades/ASSIGNMENT/report.html"
+	@echo "make gradescope ASSIGNMENT=ch02_bn_forward   Gradescope's autograder.zip in _build/gradescope/ASSIGNMENT"
 	@echo "make bench            time grade-all and nbgrader autograde on a generated class"
 	@echo "make data             find Fashion-MNIST, or download and verify it"
 	@echo "make clean            remove _build (keeps .venv and data)"
@@ -65,6 +66,10 @@ grade: $(STAMP)
 autograde: $(STAMP)
 	@test -n "$(ASSIGNMENT)" || { echo "usage: make autograde ASSIGNMENT=<slug> [JOBS=2]  (submissions in course/submitted)"; exit 2; }
 	$(PY) -m autograder autograde --assignment $(ASSIGNMENT) --jobs $(JOBS)
+
+gradescope: $(STAMP)
+	@test -n "$(ASSIGNMENT)" || { echo "usage: make gradescope ASSIGNMENT=<slug>"; exit 2; }
+	$(PY) -m autograder gradescope --assignment $(ASSIGNMENT)
 
 report: $(STAMP)
 	@test -n "$(ASSIGNMENT)" || { echo "usage: make report ASSIGNMENT=<slug>  (after make grade or make autograde)"; exit 2; }

@@ -7,6 +7,7 @@
     python -m autograder check SUBMISSION [--assignment SLUG]
     python -m autograder autograde --assignment SLUG [--course DIR] [--out OUTDIR] [--jobs N]
     python -m autograder report OUTDIR
+    python -m autograder gradescope --assignment SLUG [--out DIR]
 
 ``autograde`` runs nbgrader's autograde for its records, grades the same submissions in the
 sandbox and writes those scores into nbgrader's grade book (``autograder.gradebook``).
@@ -399,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     p.add_argument("--timeout", type=float, default=10.0)
     p.add_argument("--no-sandbox", **no_sandbox)
+    p = sub.add_parser("gradescope", help="the autograder.zip of an assignment for Gradescope")
+    p.add_argument("--assignment", required=True)
+    p.add_argument("--out", type=Path, default=None, help="where to write it (default: _build/gradescope/SLUG)")
     p = sub.add_parser("report", help="the class report (report.html, report.csv) of a grade-all output folder")
     p.add_argument("out", type=Path, metavar="OUTDIR")
     p = sub.add_parser("check", help="run the public checks on your notebook (exit 1 if one fails)")
@@ -482,6 +486,12 @@ def main(argv: list[str] | None = None) -> int:
             return _autograde(args)
         elif args.command == "check":
             return _check(args)
+        elif args.command == "gradescope":
+            from .gradescope import ROOT as PROJECT, build
+
+            slug = _check_assignment(args.assignment)
+            path = build(slug, args.out or PROJECT / "_build" / "gradescope" / slug)
+            print(f"Gradescope autograder for {slug}: {path} (upload it as the assignment's autograder)")
         elif args.command == "report":
             from .report import ReportError, write_report
 
