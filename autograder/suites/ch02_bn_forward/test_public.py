@@ -11,11 +11,36 @@ import torch.nn.functional as F
 
 from autograder.feedback import (LARGE_OFFSET, Mismatch, cancellation_hint, check_array, check_unchanged,
                                  hint_unless_named, unpack)
-from autograder.mistakes import ch02_bn_forward as M
+from autograder.messages.ch02_bn_forward import MSG
 from autograder.sandbox import SubmissionError
 
 torch.set_num_threads(1)
 EPS = 1e-5
+
+
+def _per_column(values, x):
+    """Per-feature values shaped to broadcast against ``x``: (1, D), or (1, C, 1, 1) for NCHW."""
+    return np.asarray(values).reshape((1, -1) if x.ndim == 2 else (1, -1, 1, 1))
+
+
+def rescaled(x, x_hat, gamma, beta, var, eps=EPS):
+    """{message: output} of the mistakes that only change the per-feature scale of x_hat (taken
+    from PyTorch's output), from the batch variance ``var``: the public fingerprints of the
+    usual scale mistakes, without any BN written here."""
+    def out(factor, g=gamma, b=beta):
+        return _per_column(g, x) * x_hat * _per_column(factor, x) + _per_column(b, x)
+
+    count = x.size // x.shape[1]
+    unbiased = var * count / (count - 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return {
+            MSG["unbiased"]: out(np.sqrt((var + eps) / (unbiased + eps))),
+            MSG["eps_outside"]: out(np.sqrt(var + eps) / (np.sqrt(var) + eps)),
+            MSG["no_eps"]: out(np.sqrt(var + eps) / np.sqrt(var)),
+            MSG["no_sqrt"]: out(np.sqrt(var + eps) / (var + eps)),
+            MSG["no_affine"]: out(np.ones_like(var), 1.0, 0.0),
+            MSG["swapped_affine"]: out(np.ones_like(var), beta, gamma),
+        }
 
 
 def torch_bn_train(x, gamma, beta, eps=EPS):
@@ -36,18 +61,9 @@ def test_batchnorm_forward_against_pytorch(student, N, D):
     for name, before, value in zip(("x", "gamma", "beta"), (x, gamma, beta), after):
         check_unchanged(before, value, name)
     mu, var = x.mean(axis=0), x.var(axis=0)
-    mu_row, var_row = x.mean(axis=1, keepdims=True), x.var(axis=1, keepdims=True)
-    mistakes = {
-        M.MSG["unbiased"]:
-            gamma * (x - mu) / np.sqrt(x.var(axis=0, ddof=1) + EPS) + beta,
-        M.MSG["eps_outside"]:
-            gamma * (x - mu) / (np.sqrt(var) + EPS) + beta,
-        M.MSG["no_eps"]:
-            gamma * (x - mu) / np.sqrt(var) + beta,
-        M.MSG["no_affine"]: (x - mu) / np.sqrt(var + EPS),
-        M.MSG["swapped_affine"]: beta * (x - mu) / np.sqrt(var + EPS) + gamma,
-        M.MSG["axis"]: gamma * (x - mu_row) / np.sqrt(var_row + EPS) + beta,
-    }
+    x_hat = torch_bn_train(x, np.ones(D), np.zeros(D))
+    mistakes = rescaled(x, x_hat, gamma, beta, var)
+    mistakes[MSG["axis"]] = F.layer_norm(torch.from_numpy(x), (D,), eps=EPS).numpy() * gamma + beta  # per row
     check_array(out, torch_bn_train(x, gamma, beta), "out (compared with torch.nn.functional.batch_norm)",
                 rtol=1e-7, atol=1e-9, mistakes=mistakes, context=f"x of shape {x.shape}")
     if not isinstance(cache, dict):
@@ -57,7 +73,7 @@ def test_batchnorm_forward_against_pytorch(student, N, D):
             raise Mismatch(f"cache is missing the key {key!r} (the backward pass of chapter 3 needs it)")
     check_array(cache["mean"], mu, "cache['mean'] (the per-feature batch mean, shape (D,))", rtol=1e-10)
     check_array(cache["var"], var, "cache['var'] (the BIASED per-feature batch variance, shape (D,))", rtol=1e-8,
-                mistakes={M.MSG["cache_unbiased_var"]: x.var(axis=0, ddof=1)})
+                mistakes={MSG["cache_unbiased_var"]: x.var(axis=0, ddof=1)})
     x_hat = np.asarray(cache["x_hat"])
     check_array(x_hat.mean(axis=0), np.zeros(D), "the column means of cache['x_hat'] (must be 0)", atol=1e-9)
     check_array(x_hat.var(axis=0), var / (var + EPS), "the column variances of cache['x_hat'] (must be var / (var + eps))",
@@ -104,13 +120,13 @@ def test_update_running_stats_against_pytorch(student, momentum, N):
         context = f"step {step + 1}, momentum={momentum}, x of shape {xb.shape}"
         check_array(new_mean, torch_bn.running_mean.numpy(), "new_mean (compared with nn.BatchNorm1d)", rtol=1e-9,
                     context=context, mistakes={
-                        M.MSG["reversed_momentum"]:
+                        MSG["reversed_momentum"]:
                             momentum * run_mean + (1 - momentum) * xb.mean(axis=0)})
         check_array(new_var, torch_bn.running_var.numpy(), "new_var (compared with nn.BatchNorm1d)", rtol=1e-9,
                     context=context, mistakes={
-                        M.MSG["reversed_momentum"]:
+                        MSG["reversed_momentum"]:
                             momentum * run_var + (1 - momentum) * xb.var(axis=0, ddof=1),
-                        M.MSG["biased_running_var"]:
+                        MSG["biased_running_var"]:
                             (1 - momentum) * run_var + momentum * xb.var(axis=0)})
         run_mean, run_var = torch_bn.running_mean.numpy().copy(), torch_bn.running_var.numpy().copy()
 
@@ -129,16 +145,9 @@ def test_batchnorm_inference_against_pytorch(student):
     for name, before, value in zip(("x", "gamma", "beta", "running_mean", "running_var"), args, after):
         check_unchanged(before, value, name)
     ref = F.batch_norm(*(torch.from_numpy(a) for a in (x, run_mean, run_var, gamma, beta)), training=False, eps=EPS).numpy()
-    mistakes = {
-        M.MSG["batch_stats_in_eval"]:
-            gamma * (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + EPS) + beta,
-        M.MSG["eps_outside"]:
-            gamma * (x - run_mean) / (np.sqrt(run_var) + EPS) + beta,
-        M.MSG["no_eps"]: gamma * (x - run_mean) / np.sqrt(run_var) + beta,
-        M.MSG["no_sqrt"]:
-            gamma * (x - run_mean) / (run_var + EPS) + beta,
-        M.MSG["no_affine"]: (x - run_mean) / np.sqrt(run_var + EPS),
-    }
+    x_hat = F.batch_norm(*(torch.from_numpy(a) for a in (x, run_mean, run_var)), training=False, eps=EPS).numpy()
+    mistakes = {k: v for k, v in rescaled(x, x_hat, gamma, beta, run_var).items() if k != MSG["unbiased"]}
+    mistakes[MSG["batch_stats_in_eval"]] = torch_bn_train(x, gamma, beta)
     check_array(out, ref, "out (compared with F.batch_norm in evaluation mode)", rtol=1e-7, atol=1e-9, mistakes=mistakes)
     single = student.call("batchnorm_inference", x[2:3], gamma, beta, run_mean, run_var, eps=EPS)
     check_array(single, ref[2:3], "the output for a batch of one example (in evaluation mode each example's output "
@@ -158,7 +167,19 @@ def test_spatial_batchnorm_forward_against_pytorch(student):
     for name, before, value in zip(("x", "gamma", "beta"), (x, gamma, beta), after):
         check_unchanged(before, value, name)
     ref = torch_bn_train(x, gamma, beta)
-    mistakes = M.spatial_mistakes(x, gamma, beta, EPS)
+    T = torch.from_numpy
+    var = x.var(axis=(0, 2, 3))
+    mistakes = rescaled(x, torch_bn_train(x, np.ones(C), np.zeros(C)), gamma, beta, var)
+    flat_hat = F.batch_norm(T(x.reshape(-1, C)), None, None, training=True, eps=EPS).numpy()  # (-1, C), no transpose
+    right_hat = F.batch_norm(T(x.transpose(0, 2, 3, 1).reshape(-1, C)), None, None, training=True, eps=EPS).numpy()
+    mistakes.update({
+        MSG["reshape_no_transpose"]: (flat_hat * gamma + beta).reshape(N, C, H, W),
+        MSG["reshape_in_no_transpose"]: (flat_hat * gamma + beta).reshape(N, H, W, C).transpose(0, 3, 1, 2),
+        MSG["reshape_back_no_transpose"]: (right_hat * gamma + beta).reshape(N, C, H, W),
+        MSG["per_position"]: F.batch_norm(T(x.reshape(N, -1)), None, None, T(np.repeat(gamma, H * W)),
+                                          T(np.repeat(beta, H * W)), training=True, eps=EPS).numpy().reshape(x.shape),
+        MSG["instance_norm"]: _per_column(gamma, x) * F.instance_norm(T(x), eps=EPS).numpy() + _per_column(beta, x),
+    })
     check_array(out, ref, "out (compared with torch.nn.BatchNorm2d in training mode)", rtol=1e-7, atol=1e-9,
                 mistakes=mistakes, context=f"x of shape {x.shape}")
     if not isinstance(cache, dict) or not {"mean", "var"} <= set(cache):
