@@ -14,8 +14,9 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from autograder.feedback import (LARGE_OFFSET, Mismatch, cancellation_hint, check_array, check_outputs,
                                  check_unchanged, describe, hint_unless_named, unpack)
-from autograder.mistakes import ch06_beyond as M
+from autograder.messages.ch06_beyond import MSG, backward_crash_hint, fold_crash_hint
 from autograder.sandbox import SubmissionError
+from autograder.suitekit import bn_autograd
 
 EPS = 1e-5
 
@@ -59,6 +60,124 @@ def numerical_grad(f, value, dout, h=1e-6):
     return grad
 
 
+# --------------------------------------------------------------------- fingerprints
+# The known mistakes, from public information only: PyTorch's own outputs rescaled by
+# statistics of the input, PyTorch's layer_norm / batch_norm / group_norm over other axes or
+# groups, autograd with a statistic held constant, fuse_conv_bn_weights on transformed inputs.
+
+
+def _scale_mistakes(x_hat, var, var1, affine):
+    """The mistakes that only rescale x_hat per normalized slice: ``var``/``var1`` the biased and
+    unbiased variance per slice (shaped to broadcast against x_hat), ``affine`` gamma/beta's map."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return {MSG["unbiased"]: affine(x_hat * np.sqrt((var + EPS) / (var1 + EPS))),
+                MSG["eps_outside"]: affine(x_hat * np.sqrt(var + EPS) / (np.sqrt(var) + EPS)),
+                MSG["no_sqrt"]: affine(x_hat * np.sqrt(var + EPS) / (var + EPS)),
+                MSG["no_eps"]: affine(x_hat * np.sqrt(var + EPS) / np.sqrt(var))}
+
+
+def _affine_mistakes(x_hat, g, b):
+    return {MSG["no_affine"]: x_hat, MSG["no_beta"]: g * x_hat, MSG["no_gamma"]: x_hat + b,
+            MSG["swapped_affine"]: b * x_hat + g}
+
+
+def ln_mistakes(x, gamma, beta):
+    x_hat = torch_ln(x)
+    out = _scale_mistakes(x_hat, x.var(axis=1, keepdims=True), x.var(axis=1, ddof=1, keepdims=True),
+                          lambda h: gamma * h + beta)
+    out.update(_affine_mistakes(x_hat, gamma, beta))
+    out[MSG["ln_batch_axis"]] = F.batch_norm(T(x), None, None, T(gamma), T(beta), training=True, eps=EPS).numpy()
+    out[MSG["ln_batch_axis_1d"]] = F.layer_norm(T(x.reshape(1, -1)), (x.size,), eps=EPS).numpy().reshape(x.shape) \
+        * gamma + beta
+    return out
+
+
+def ln_grad_mistakes(x, gamma, dout, dx, dgamma, dbeta):
+    """LayerNorm normalizes the rows of x: autograd of BN on x.T with a statistic detached gives
+    the gradient without that path."""
+    N, D = x.shape
+    var = x.var(axis=1)
+
+    def rows(upstream, **variant):
+        return bn_autograd(x.T, np.ones(N), np.zeros(N), upstream.T, EPS, **variant)[0].T
+
+    g = dout * gamma
+    return {
+        "dx": {MSG["dx_no_stats"]: rows(g, detach_mean=True, detach_var=True),
+               MSG["dx_no_mean"]: rows(g, detach_mean=True), MSG["dx_no_var"]: rows(g, detach_var=True),
+               MSG["dx_no_gamma"]: rows(dout),
+               MSG["dx_eps_outside"]: dx * (np.sqrt(var + EPS) / (np.sqrt(var) + EPS))[:, None]},
+        "dgamma": {MSG["dgamma_over_N"]: dgamma / N, MSG["dgamma_over_D"]: dgamma / D,
+                   MSG["dgamma_x"]: (dout * x).sum(axis=0)},
+        "dbeta": {MSG["dgamma_over_N"]: dbeta / N, MSG["dgamma_over_D"]: dbeta / D},
+    }
+
+
+def gn_mistakes(x, gamma, beta, G):
+    N, C, H, W = x.shape
+    g4, b4 = gamma.reshape(1, C, 1, 1), beta.reshape(1, C, 1, 1)
+
+    def affine(h):
+        return g4 * h + b4
+
+    def gn(v, groups):
+        return F.group_norm(T(np.ascontiguousarray(v)), groups, eps=EPS).numpy()
+
+    x_hat = gn(x, G)
+    grouped = x.reshape(N, G, -1)
+    out = _scale_mistakes(x_hat.reshape(N, G, -1), grouped.var(axis=2, keepdims=True),
+                          grouped.var(axis=2, ddof=1, keepdims=True), lambda h: affine(h.reshape(x.shape)))
+    out.update(_affine_mistakes(x_hat, g4, b4))
+    order = np.argsort(np.arange(C) % G, kind="stable")  # channel c in group c % G
+    interleaved = np.empty_like(x)
+    interleaved[:, order] = gn(x[:, order], G)
+    last = x.transpose(0, 2, 3, 1).reshape(N, -1, 1)      # groups cut from the NHWC layout
+    pooled = grouped.transpose(1, 0, 2).reshape(1, G, -1)  # one group's statistics over the batch too
+    out.update({
+        MSG["gn_instance"]: affine(gn(x, C)), MSG["gn_layer"]: affine(gn(x, 1)),
+        MSG["gn_interleaved"]: affine(interleaved),
+        MSG["gn_channels_last"]: affine(gn(last, G).reshape(N, H, W, C).transpose(0, 3, 1, 2)),
+        MSG["gn_batch"]: affine(gn(pooled, G).reshape(G, N, -1).transpose(1, 0, 2).reshape(x.shape)),
+        MSG["gn_gamma_per_group"]: np.repeat(gamma[:G], C // G).reshape(1, C, 1, 1) * x_hat
+        + np.repeat(beta[:G], C // G).reshape(1, C, 1, 1),
+    })
+    if C % (C // G) == 0:
+        out[MSG["gn_group_size"]] = affine(gn(x, C // G))
+    return out
+
+
+def fold_mistakes(weight, bias, gamma, beta, running_mean, running_var):
+    """fuse_conv_bn_weights on inputs transformed so that it computes what a mistake computes."""
+    C_out = weight.shape[0]
+
+    def fuse(w=weight, b=bias, m=running_mean, v=running_var, g=gamma, be=beta, eps=EPS):
+        new_w, new_b = fuse_conv_bn_weights(T(w), None if b is None else T(b), T(m), T(v), eps, T(g), T(be))
+        return new_w.detach().numpy(), new_b.detach().numpy()
+
+    var = running_var
+    scaled = {  # a wrong scale gamma / sqrt(var + eps), through the variance, eps or gamma given to fuse
+        MSG["fold_eps_outside"]: dict(v=(np.sqrt(var) + EPS) ** 2 - EPS),
+        MSG["fold_var_as_std"]: dict(v=(var + EPS) ** 2 - EPS),
+        MSG["fold_no_eps"]: dict(eps=0.0),
+        MSG["fold_inverted"]: dict(g=(var + EPS) / gamma),
+        MSG["fold_no_gamma"]: dict(g=np.ones_like(gamma)),
+    }
+    weights = {message: fuse(**change)[0] for message, change in scaled.items()}
+    scale = fuse(w=np.ones((C_out, 1, 1, 1)), b=None)[0].reshape(-1)
+    if weight.shape[1] == C_out:
+        weights[MSG["fold_input_axis"]] = weight * scale.reshape(1, C_out, 1, 1)
+    weights[MSG["fold_weight_unscaled"]] = weight
+    biases = {MSG["fold_bias_no_mean"]: fuse(m=np.zeros_like(running_mean))[1],
+              MSG["fold_bias_unscaled"]: fuse(g=np.sqrt(var + EPS))[1],
+              MSG["fold_bias_no_beta"]: fuse(be=np.zeros_like(beta))[1],
+              MSG["fold_bias_mean_sign"]: fuse(m=-running_mean)[1]}
+    biases.update({message: fuse(**change)[1] for message, change in scaled.items()})
+    biases[MSG["fold_bias_no_gamma"]] = biases.pop(MSG["fold_no_gamma"])
+    if bias is not None:
+        biases[MSG["fold_bias_ignored"]] = fuse(b=np.zeros_like(bias))[1]
+    return {"weight": weights, "bias": biases}
+
+
 @pytest.mark.exercise("layernorm_forward")
 @pytest.mark.points(1)
 def test_layernorm_forward_public(student, rng):
@@ -66,7 +185,7 @@ def test_layernorm_forward_public(student, rng):
     x = rng.standard_normal((5, 6)) * [[1.0], [5.0], [0.001], [2.0], [1.0]] + [[0.0], [3.0], [1.0], [-2.0], [0.5]]
     gamma, beta = rng.uniform(0.5, 2.0, 6), rng.normal(0.0, 1.0, 6)
     expected, expected_x_hat, expected_one = torch_ln(x, gamma, beta), torch_ln(x), torch_ln(x[:1], gamma, beta)
-    mistakes = M.layernorm_forward_mistakes(x, gamma, beta)
+    mistakes = ln_mistakes(x, gamma, beta)
     result, after = student.call_checked("layernorm_forward", x, gamma, beta)
     out, cache = unpack(result, 2, "out, cache")
     check_array(out, expected, "out (compared with torch.nn.functional.layer_norm)", rtol=1e-6, atol=1e-8,
@@ -102,11 +221,10 @@ def test_layernorm_backward_public(student, rng):
     x_num, gamma_num = x.copy(), gamma.copy()
     num_dx = numerical_grad(lambda: torch_ln(x_num, gamma, beta), x_num, dout)
     num_dgamma = numerical_grad(lambda: torch_ln(x, gamma_num, beta), gamma_num, dout)
-    mistakes = M.layernorm_backward_mistakes(dout, cache)
     try:
         result = student.call("layernorm_backward", dout.copy(), ln_cache(x, gamma, beta))
     except SubmissionError as err:
-        hint = M.backward_crash_hint(err.message, cache) if err.kind == "exception" else None
+        hint = backward_crash_hint(err.message, cache) if err.kind == "exception" else None
         if hint:
             raise Mismatch(hint, mistake="cache_contract") from None
         raise
@@ -114,8 +232,9 @@ def test_layernorm_backward_public(student, rng):
     context = "x of shape (4, 5)"
     for name, value in (("dgamma", dgamma), ("dbeta", dbeta)):
         if isinstance(value, np.ndarray) and value.shape == (4,):
-            raise Mismatch(f"{name} has shape (4,), expected (5,) ({context}). {M.MSG['dgamma_wrong_axis']}",
+            raise Mismatch(f"{name} has shape (4,), expected (5,) ({context}). {MSG['dgamma_wrong_axis']}",
                            mistake="dgamma_wrong_axis", named=True)
+    mistakes = ln_grad_mistakes(x, gamma, dout, xt.grad.numpy(), gt.grad.numpy(), bt.grad.numpy())
     check_outputs([(name, value, truth.numpy(), dict(rtol=1e-6, atol=1e-8, mistakes=mistakes[name]))
                    for name, value, truth in (("dx", dx, xt.grad), ("dgamma", dgamma, gt.grad), ("dbeta", dbeta, bt.grad))],
                   context=f"{context}, compared with PyTorch's autograd of F.layer_norm")
@@ -131,7 +250,7 @@ def test_groupnorm_forward_public(student, rng):
     gamma, beta = rng.uniform(0.5, 2.0, 6), rng.normal(0.0, 1.0, 6)
     for groups in (3, 2):
         expected = F.group_norm(T(x), groups, T(gamma), T(beta), eps=EPS).numpy()
-        mistakes = M.groupnorm_forward_mistakes(x, gamma, beta, groups)
+        mistakes = gn_mistakes(x, gamma, beta, groups)
         result, after = student.call_checked("groupnorm_forward", x, gamma, beta, groups)
         out, _ = unpack(result, 2, "out, cache")
         check_array(out, expected, f"out with num_groups={groups} (compared with torch.nn.functional.group_norm)",
@@ -152,7 +271,7 @@ def call_fold(student, args):
     try:
         return student.call_checked("fold_batchnorm", *args)
     except SubmissionError as err:
-        hint = M.fold_crash_hint(err.message, args[0].shape, args[1] is None) if err.kind == "exception" else None
+        hint = fold_crash_hint(err.message, args[0].shape, args[1] is None) if err.kind == "exception" else None
         if hint:
             raise Mismatch(hint, mistake="fold_wrong_axis" if "axis 0" in hint else "fold_bias_none") from None
         raise
@@ -167,7 +286,7 @@ def test_fold_batchnorm_public(student, rng):
     args = (weight, bias, gamma, beta, running_mean, running_var)
     want_w, want_b = (p.detach().numpy() for p in fuse_conv_bn_weights(
         T(weight), T(bias), T(running_mean), T(running_var), EPS, T(gamma), T(beta)))
-    mistakes = M.fold_batchnorm_mistakes(*args)
+    mistakes = fold_mistakes(*args)
     result, after = call_fold(student, args)
     new_weight, new_bias = unpack(result, 2, "new_weight, new_bias")
     context = "weight of shape (4, 3, 3, 3), running_var[0] = 2e-6 < eps"
