@@ -39,10 +39,10 @@ def mistake_id(message: str) -> str | None:
         import importlib
         import pkgutil
 
-        from . import mistakes
+        from . import messages  # the texts alone: no fingerprint, no PyTorch import
 
-        for info in pkgutil.iter_modules(mistakes.__path__):
-            module = importlib.import_module(f"{mistakes.__name__}.{info.name}")
+        for info in pkgutil.iter_modules(messages.__path__):
+            module = importlib.import_module(f"{messages.__name__}.{info.name}")
             for key, text in getattr(module, "MSG", {}).items():
                 _MISTAKE_IDS.setdefault(text, key)
     found = [(len(text), key) for text, key in _MISTAKE_IDS.items() if text and text in message]
