@@ -26,8 +26,9 @@ class Mismatch(AssertionError):
                  detail: str | None = None):
         super().__init__(message)
         self.detail = detail or message  # for a known mistake: its explanation alone
-        self.mistake = mistake or mistake_id(message) or "wrong_value"
-        self.named = bool(mistake_id(message)) if named is None else named
+        found = mistake_id(message) if mistake is None or named is None else None  # one scan of the texts
+        self.mistake = mistake or found or "wrong_value"
+        self.named = bool(found) if named is None else named
 
 
 _MISTAKE_IDS: dict[str, str] = {}

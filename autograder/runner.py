@@ -144,19 +144,23 @@ class Student:
         self._timed_out: dict[tuple, SubmissionError] = {}
 
     def op(self, op: str, *args, timeout: float | None = None, **kwargs):
-        """Run ``op`` in the sandbox. A function that timed out once is not called again: its
+        """Run ``op`` on the submission. A function that timed out once is not called again: its
         timeout is reported at once, so an infinite loop costs one time limit, not one per test."""
-        if self._sandbox is None:
-            raise SubmissionError("load", self._load_error or "the submission could not be read")
         key = (op, args[0] if args and isinstance(args[0], str) else None)
         if key in self._timed_out:
             raise self._timed_out[key]
         try:
-            return self._sandbox.request(op, *args, timeout=timeout, **kwargs)
+            return self._run(op, args, kwargs, timeout)
         except SubmissionError as err:
             if err.kind == "timeout":
                 self._timed_out[key] = err
             raise
+
+    def _run(self, op: str, args: tuple, kwargs: dict, timeout: float | None):
+        """``op`` in the sandbox."""
+        if self._sandbox is None:
+            raise SubmissionError("load", self._load_error or "the submission could not be read")
+        return self._sandbox.request(op, *args, timeout=timeout, **kwargs)
 
     def call(self, name: str, *args, **kwargs):
         """``name(*args, **kwargs)`` in the sandbox."""
@@ -183,23 +187,20 @@ class LocalStudent(Student):
         self._namespace = namespace
         self._limits = limits or Limits()
 
-    def op(self, op: str, *args, timeout: float | None = None, **kwargs):
+    def _run(self, op: str, args: tuple, kwargs: dict, timeout: float | None):
+        """``op`` in this process, under the same time limit per call as in the sandbox."""
         from . import ops, protocol
 
-        key = (op, args[0] if args and isinstance(args[0], str) else None)
-        if key in self._timed_out:
-            raise self._timed_out[key]
         seconds = timeout or self._limits.timeout_s
+        name = args[0] if args and isinstance(args[0], str) else op
         # The arguments cross the same wire as to the sandbox: the student's code gets copies.
         args, kwargs = protocol.read_message(io.BytesIO(protocol.encode((tuple(args), dict(kwargs)))))
         try:
             with _time_limit(seconds):
                 value = ops.to_wire(ops.OPERATIONS[op](self._namespace, *args, **kwargs))
         except _TimeLimit:
-            name = key[1] or op
-            self._timed_out[key] = SubmissionError(
-                "timeout", f"no answer within {seconds:g} s in {name}: an infinite loop, or far too slow")
-            raise self._timed_out[key] from None
+            raise SubmissionError(
+                "timeout", f"no answer within {seconds:g} s in {name}: an infinite loop, or far too slow") from None
         except ops.MissingName as err:
             raise SubmissionError("missing", str(err)) from None
         except Exception as err:  # noqa: BLE001 - reported like the sandbox reports it

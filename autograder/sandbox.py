@@ -102,6 +102,7 @@ class SandboxUnavailable(RuntimeError):
 
 LIB_MOUNT = "/sandbox"      # where the worker sees its copy of the sandbox-side code
 WORKDIR = "/tmp/work"       # the worker's working directory inside the sandbox
+LAUNCH_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}  # of bwrap and the launcher
 SYSTEM_LIBRARIES = ("/usr/lib", "/usr/lib64", "/usr/lib32", "/usr/local/lib", "/usr/local/lib64", "/etc/ld.so.cache")
 TOP_LEVEL_LINKS = ("/lib", "/lib64", "/lib32")  # merged /usr: symbolic links into /usr
 
@@ -190,7 +191,7 @@ def _probe() -> str:
         lib = _make_lib(tmp)
         probe = [interpreter(), "-I", "-B", "-c", "import sys; sys.path.insert(0, %r); import launcher" % LIB_MOUNT]
         result = subprocess.run(bwrap_command(lib) + probe, capture_output=True, text=True, timeout=60,
-                                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+                                env=LAUNCH_ENV)
     except (OSError, subprocess.TimeoutExpired) as err:
         return f"bwrap could not be run ({err})"
     finally:
@@ -251,9 +252,6 @@ def _launch_command(lib: Path, mode: str, config: dict) -> list[str]:
     return [*prefix, python, "-I", "-B", str(seen / "launcher.py"), json.dumps(config)]
 
 
-LAUNCH_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
-
-
 class _Worker:
     """A worker forked by the zygote, with the interface of ``subprocess.Popen`` we use.
 
@@ -300,7 +298,6 @@ class _Zygote:
         _remove_orphaned_zygote_dirs()
         self._tmp = Path(tempfile.mkdtemp(prefix=f"bngrade-zygote-{os.getpid()}-"))
         os.chmod(self._tmp, 0o711)
-        self.mode = mode
         lib = _make_lib(self._tmp)
         config = {"zygote": "zygote.py", "env": _worker_env(WORKDIR)}
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
