@@ -31,7 +31,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-from .identify import assignments, guess_assignment, other_assignment
+from .identify import assignments, guess_assignment, other_assignment, released
 from .classlist import ClassError, find_class, read_roster
 from .runner import Report, grade, grade_many, grouped, suite_points
 from .sandbox import Limits, SandboxUnavailable, require_isolation, unavailable_reason
@@ -195,7 +195,7 @@ def merge(parts: list[Path], out: Path) -> list[str]:
         if (part / "grades.csv").is_file():
             with open(part / "grades.csv", newline="") as f:
                 row = next(csv.DictReader(f), None)
-            return {row["assignment"] if row else part.name: part}
+            return {row["assignment"]: part} if row else {}  # a shard without students adds nothing
         found = {d.name: d for d in sorted(part.iterdir()) if (d / "grades.csv").is_file()} if part.is_dir() else {}
         if not found:
             raise UsageError(f"{part} holds no grade-all output (no grades.csv)")
@@ -357,10 +357,9 @@ def _guess_assignment(path: Path) -> str:
 
 def _offered() -> str:
     """The assignments to offer: the chapters that exist, then the graders still without one."""
-    chapters = Path(__file__).resolve().parents[1] / "chapters"
-    released = [s for s in assignments() if (chapters / f"{s}.md").is_file()]
-    waiting = [s for s in assignments() if s not in released]
-    return ", ".join(released) + (f" (graders without a chapter yet: {', '.join(waiting)})" if waiting else "")
+    chapters = released()
+    waiting = [s for s in assignments() if s not in chapters]
+    return ", ".join(chapters) + (f" (graders without a chapter yet: {', '.join(waiting)})" if waiting else "")
 
 
 def _check_assignment(slug: str) -> str:
@@ -422,7 +421,7 @@ def _parse_shard(text: str | None) -> tuple[int, int] | None:
 
 def _grade_all(args) -> int:
     if args.assignment == "all":
-        slugs = [s for s in assignments() if (Path(__file__).resolve().parents[1] / "chapters" / f"{s}.md").is_file()]
+        slugs = released()
     else:
         slugs = [_check_assignment(s.strip()) for s in args.assignment.split(",") if s.strip()]
     if args.jobs < 1:

@@ -16,12 +16,18 @@ import re
 from pathlib import Path
 
 SUITES = Path(__file__).resolve().parent / "suites"
+CHAPTERS = Path(__file__).resolve().parents[1] / "chapters"
 _EXERCISE_MARK = re.compile(r"""pytest\.mark\.exercise\(\s*["'](\w+)["']""")
 _SLUG_CALL = re.compile(r"""\b(?:check|grade)\(\s*["'](ch\d\d_\w+)["']""")
 
 
 def assignments() -> list[str]:
     return sorted(p.name for p in SUITES.iterdir() if (p / "test_hidden.py").is_file())
+
+
+def released() -> list[str]:
+    """The assignments whose chapter exists: those a course can release (and offers)."""
+    return [slug for slug in assignments() if (CHAPTERS / f"{slug}.md").is_file()]
 
 
 @functools.lru_cache(maxsize=None)

@@ -21,7 +21,8 @@ from pathlib import Path
 import nbformat
 
 from . import notebooks as nbgen
-from .runner import assignments, suite_points
+from .identify import released
+from .runner import suite_points
 
 ROOT = nbgen.ROOT
 COURSE = ROOT / "course"
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m autograder.release", description=__doc__.split("\n")[0])
     parser.add_argument("slugs", nargs="*", help="chapters to release (default: all with a grader suite)")
     args = parser.parse_args(argv)
-    available = [s for s in assignments() if (ROOT / "chapters" / f"{s}.md").is_file()]
+    available = released()
     slugs = args.slugs or available
     unknown = [s for s in slugs if s not in available]
     if unknown:

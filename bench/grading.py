@@ -30,7 +30,7 @@ import nbformat  # noqa: E402
 from autograder import notebooks as nbgen  # noqa: E402
 from autograder.cli import grade_all, grade_course  # noqa: E402
 from autograder.release import nbgrader, release  # noqa: E402
-from autograder.runner import assignments  # noqa: E402
+from autograder.identify import released  # noqa: E402
 
 KINDS = ["correct", "correct", "correct", "correct", "correct", "unfinished", "unfinished", "wrong", "wrong", "broken"]
 
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     parser.add_argument("--nbgrader-all", action="store_true", help="nbgrader autograde the whole class")
     parser.add_argument("--keep", type=Path, help="keep the generated course in this directory")
     args = parser.parse_args(argv)
-    slugs = args.slugs or [s for s in assignments() if (ROOT / "chapters" / f"{s}.md").is_file()]
+    slugs = args.slugs or released()
     course = args.keep or Path(tempfile.mkdtemp(prefix="bngrade-bench-"))
     course.mkdir(parents=True, exist_ok=True)
     rows = []

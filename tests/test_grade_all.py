@@ -174,3 +174,17 @@ def test_several_assignments_need_the_nbgrader_layout(tmp_path):
     result = subprocess.run([sys.executable, "-m", "autograder", "grade-all", "--assignment", ",".join(SLUGS),
                              str(tmp_path), "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 2 and "nbgrader's layout" in result.stderr
+
+
+def test_a_shard_without_students_merges_as_nothing(tmp_path):
+    """A small class can leave a shard empty (its grades.csv has a header only)."""
+    from autograder.cli import merge
+
+    header = "student,assignment,score,max_score,batchnorm_forward,reason\n"
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "grades.csv").write_text(header)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "grades.csv").write_text(header + f"ann,{SLUG},29,29,29,\n")
+    (tmp_path / "full" / "mistakes.csv").write_text("student,exercise,test,mistake\n")
+    assert merge([tmp_path / "empty", tmp_path / "full"], tmp_path / "out") == [SLUG]
+    assert sorted(rows(tmp_path / "out")) == ["ann"] and not (tmp_path / "out" / "empty").exists()
