@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -79,43 +80,41 @@ class FunctionBatchNorm2d(nn.Module):
     """A BN layer whose training-mode computation is an autograd ``Function``.
 
     Training mode: ``function.apply(x, weight, bias, eps)`` (for example the course's
-    ``BatchNormFunction``, whose backward is written by hand), then the running statistics are
-    updated without gradient with PyTorch's conventions (momentum 0.1, unbiased running
-    variance). Eval mode: the affine map with the running statistics. Parameters, buffers and
-    ``state_dict`` keys are those of ``nn.BatchNorm2d``.
+    ``BatchNormFunction``, whose backward is written by hand), then PyTorch's own kernels
+    update the running statistics (momentum 0.1, unbiased running variance). Eval mode:
+    PyTorch's BN with the running statistics. Only the training-mode normalization is
+    ``function``'s: the layer around it is PyTorch's, so a comparison of the two measures the
+    function alone. Parameters, buffers and ``state_dict`` keys are those of ``nn.BatchNorm2d``.
     """
 
     def __init__(self, num_features: int, function, eps: float = 1e-5, momentum: float = 0.1):
         super().__init__()
-        self.num_features = int(num_features)
         self.function = function
-        self.eps = float(eps)
-        self.momentum = momentum
-        self.weight = nn.Parameter(torch.ones(self.num_features))
-        self.bias = nn.Parameter(torch.zeros(self.num_features))
-        self.register_buffer("running_mean", torch.zeros(self.num_features))
-        self.register_buffer("running_var", torch.ones(self.num_features))
-        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+        # The settings, parameters and buffers of nn.BatchNorm2d, in its order (its state_dict keys).
+        layer = nn.BatchNorm2d(num_features, eps=eps, momentum=momentum)
+        self.num_features, self.eps, self.momentum = layer.num_features, layer.eps, layer.momentum
+        for name, parameter in layer.named_parameters(recurse=False):
+            self.register_parameter(name, parameter)
+        for name, buffer in layer.named_buffers(recurse=False):
+            self.register_buffer(name, buffer)
 
     def extra_repr(self) -> str:
         name = getattr(self.function, "__name__", type(self.function).__name__)
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, function={name}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = (1, self.num_features, 1, 1)
         if self.training:
             out = self.function.apply(x, self.weight, self.bias, self.eps)
             with torch.no_grad():
-                var, mean = torch.var_mean(x.detach(), dim=(0, 2, 3), correction=1)
                 self.num_batches_tracked.add_(1)
                 factor = (1.0 / float(self.num_batches_tracked.item()) if self.momentum is None
                           else float(self.momentum))
-                self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
-                self.running_var.lerp_(var.to(self.running_var.dtype), factor)
+                # The ATen operation nn.BatchNorm2d's kernels use: statistics only, no output.
+                torch.batch_norm_update_stats(x.detach().to(self.running_mean.dtype), self.running_mean,
+                                              self.running_var, factor)
             return out
-        scale = self.weight / torch.sqrt(self.running_var + self.eps)
-        shift = self.bias - self.running_mean * scale
-        return x * scale.reshape(shape) + shift.reshape(shape)
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            training=False, eps=self.eps)
 
 
 class Float32BatchNorm(nn.Module):

@@ -522,16 +522,12 @@ def evaluate_in_train_mode(model: nn.Module, X: torch.Tensor, y: torch.Tensor, b
     modes = [(m, m.training) for m in model.modules()]
     model.train()
     try:
-        correct = 0
         with torch.no_grad():
-            for start in range(0, X.shape[0], batch_size):
-                xb = X[start:start + batch_size].to(device)
-                yb = y[start:start + batch_size].to(device)
-                correct += int((model(xb).argmax(dim=1) == yb).sum())
+            predicted = torch.cat([model(xb.to(device)).argmax(dim=1).cpu() for xb in X.split(batch_size)])
     finally:
         for m, mode in modes:
             m.training = mode
-    return correct / X.shape[0]
+    return (predicted == y.cpu()).double().mean().item()
 
 
 def classifier_sharpness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, iters: int = 50,
