@@ -48,6 +48,15 @@ PR_SET_CHILD_SUBREAPER = 36
 _libc = ctypes.CDLL(None, use_errno=True)  # the interpreter's own C library: no search, no subprocess
 
 
+def add_site_dirs():
+    """Put the user's site-packages (``BNGRADE_SITE_DIRS``: ``pip install --user``) on ``sys.path``;
+    the interpreter runs isolated (``-I``), which leaves them out."""
+    import site
+
+    for directory in filter(None, os.environ.get("BNGRADE_SITE_DIRS", "").split(os.pathsep)):
+        site.addsitedir(directory)
+
+
 def _check(result, what):
     if result != 0:
         errno = ctypes.get_errno()

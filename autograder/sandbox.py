@@ -24,6 +24,7 @@ import socket
 import os
 import select
 import shutil
+import site
 import signal
 import subprocess
 import sys
@@ -107,6 +108,13 @@ SYSTEM_LIBRARIES = ("/usr/lib", "/usr/lib64", "/usr/lib32", "/usr/local/lib", "/
 TOP_LEVEL_LINKS = ("/lib", "/lib64", "/lib32")  # merged /usr: symbolic links into /usr
 
 
+def user_site_dirs() -> list[str]:
+    """The user's site-packages where ``pip install --user`` put packages (a student's kit and
+    its dependencies), if it exists: bound read-only, and put on the worker's ``sys.path``."""
+    user_site = site.getusersitepackages() if site.ENABLE_USER_SITE else None
+    return [os.path.realpath(user_site)] if user_site and os.path.isdir(user_site) else []
+
+
 def allowed_paths() -> list[str]:
     """What the worker may read, all read-only: the interpreter, its libraries, the venv.
 
@@ -120,6 +128,7 @@ def allowed_paths() -> list[str]:
     prefixes = {os.path.abspath(sys.prefix), os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)}
     paths += [p for p in prefixes if p not in ("/", "/usr", "/usr/local")]
     paths.append(os.path.realpath(sys.executable))
+    paths += user_site_dirs()
     paths = sorted(set(paths), key=lambda p: (p.count("/"), p))
     # A path inside another already allowed adds nothing.
     return [p for i, p in enumerate(paths) if not any(p.startswith(q.rstrip("/") + "/") for q in paths[:i])]
@@ -235,6 +244,7 @@ def _worker_env(workdir) -> dict:
         "OPENBLAS_NUM_THREADS": "1",
         "MPLBACKEND": "Agg",
         "PYTHONHASHSEED": "0",
+        **({"BNGRADE_SITE_DIRS": os.pathsep.join(user_site_dirs())} if user_site_dirs() else {}),
     }
 
 

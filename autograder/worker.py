@@ -65,6 +65,9 @@ def _run_cells(submission, cells, skip, outbox, protocol):
 def main():
     sys.path.insert(0, LIB)
     inbox, outbox = _private_channel()
+    import launcher
+
+    launcher.add_site_dirs()
     import numpy as np  # noqa: F401  (imported before the submission can interfere)
 
     import ops

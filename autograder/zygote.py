@@ -55,6 +55,7 @@ def _signal_child(pid, signum):
 
 def main():
     channel = socket.socket(fileno=0)
+    launcher.add_site_dirs()
     import numpy  # noqa: F401  - the point of the zygote: imported once, shared by every fork
 
     for module in ("torch", "matplotlib.pyplot"):  # chapters import them; matplotlib builds its font cache

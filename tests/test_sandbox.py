@@ -509,3 +509,25 @@ def test_a_class_member_who_submitted_another_chapter_is_told_so(tmp_path):
     assert report.score == 0
     assert any("holds the exercises of ch03_bn_backward, not ch02_bn_forward" in m for m in report.messages)
     assert all("wrong notebook" in t.output for t in report.tests)
+
+
+@pytest.mark.parametrize("zygote", ["1", "0"])
+def test_packages_of_the_user_site_are_seen_by_the_worker(tmp_path, monkeypatch, zygote):
+    """A student who installed the kit with ``pip install --user``: the user's site-packages is
+    bound read-only into the sandbox and put on the isolated worker's path."""
+    from autograder import sandbox as sandbox_module
+
+    user_site = tmp_path / "user-site"
+    user_site.mkdir()
+    (user_site / "usersite_probe.py").write_text("VALUE = 42\n")
+    monkeypatch.setenv("BNGRADE_ZYGOTE", zygote)
+    monkeypatch.setattr(sandbox_module.site, "ENABLE_USER_SITE", True)
+    monkeypatch.setattr(sandbox_module.site, "getusersitepackages", lambda: str(user_site))
+    assert str(user_site) in allowed_paths()
+    sandbox_module._close_zygotes()  # a zygote started before the user site existed has no bind of it
+    try:
+        code = "import usersite_probe\n\ndef probe(x):\n    return usersite_probe.VALUE + x\n"
+        with Sandbox([("probe.py", code)], limits=Limits(timeout_s=60)) as sandbox:
+            assert sandbox.request("basic.call", "probe", 1) == 43
+    finally:
+        sandbox_module._close_zygotes()
