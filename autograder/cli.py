@@ -31,9 +31,9 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-from .identify import assignments, guess_assignment, other_assignment, released
+from .identify import assignments, guess_assignment, has_hidden_tests, other_assignment, released
 from .classlist import ClassError, find_class, read_roster
-from .runner import Report, grade, grade_many, grouped, suite_points
+from .runner import KIT_ONLY, Report, grade, grade_many, grouped, suite_points
 from .sandbox import Limits, SandboxUnavailable, require_isolation, unavailable_reason
 
 
@@ -300,10 +300,10 @@ def write_outputs(slug: str, results: list[tuple[str, Report]], out: Path, exerc
 # ---------------------------------------------------------------------------- autograde
 
 def _autograde(args) -> int:
+    slug = _check_assignment(args.assignment, graded=True)
     from .gradebook import autograde
     from .release import COURSE, ROOT
 
-    slug = _check_assignment(args.assignment)
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
     course = args.course or COURSE
@@ -362,9 +362,12 @@ def _offered() -> str:
     return ", ".join(chapters) + (f" (graders without a chapter yet: {', '.join(waiting)})" if waiting else "")
 
 
-def _check_assignment(slug: str) -> str:
+def _check_assignment(slug: str, graded: bool = False) -> str:
+    """``slug`` if it is an assignment (with its hidden tests when ``graded``), else :class:`UsageError`."""
     if slug not in assignments():
         raise UsageError(f"unknown assignment {slug!r}; known: {_offered()}")
+    if graded and not has_hidden_tests(slug):
+        raise UsageError(KIT_ONLY.format(slug=slug))
     return slug
 
 
@@ -421,9 +424,9 @@ def _parse_shard(text: str | None) -> tuple[int, int] | None:
 
 def _grade_all(args) -> int:
     if args.assignment == "all":
-        slugs = released()
+        slugs = [_check_assignment(s, graded=True) for s in released()]
     else:
-        slugs = [_check_assignment(s.strip()) for s in args.assignment.split(",") if s.strip()]
+        slugs = [_check_assignment(s.strip(), graded=True) for s in args.assignment.split(",") if s.strip()]
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
     if args.student and args.shard:
@@ -470,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "grade":
-            slug = _check_assignment(args.assignment)
+            slug = _check_assignment(args.assignment, graded=True)
             if args.timeout <= 0:
                 raise UsageError("--timeout must be positive")
             _submission_file(args.submission, slug)
@@ -488,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "gradescope":
             from .gradescope import ROOT as PROJECT, build
 
-            slug = _check_assignment(args.assignment)
+            slug = _check_assignment(args.assignment, graded=True)
             path = build(slug, args.out or PROJECT / "_build" / "gradescope" / slug)
             print(f"Gradescope autograder for {slug}: {path} (upload it as the assignment's autograder)")
         elif args.command == "report":
@@ -501,5 +504,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"class report: {page} (mistakes ranked: {table})")
     except (UsageError, SandboxUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:
+        if not (err.name or "").startswith(f"{__package__}."):
+            raise
+        print(f"error: `{args.command}` is part of the instructor's grader, not of the student kit "
+              f"(which runs `python -m autograder check NOTEBOOK`)", file=sys.stderr)
         return 2
     return 0

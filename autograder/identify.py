@@ -21,13 +21,25 @@ _EXERCISE_MARK = re.compile(r"""pytest\.mark\.exercise\(\s*["'](\w+)["']""")
 _SLUG_CALL = re.compile(r"""\b(?:check|grade)\(\s*["'](ch\d\d_\w+)["']""")
 
 
+# A suite ships the code cells of its chapter in the student kit, which has no chapters/.
+CHAPTER_CELLS = "chapter_cells.json"
+
+
 def assignments() -> list[str]:
-    return sorted(p.name for p in SUITES.iterdir() if (p / "test_hidden.py").is_file())
+    """The assignments with a grader suite: their public checks (the student kit has no more)."""
+    return sorted(p.name for p in SUITES.iterdir() if (p / "test_public.py").is_file())
+
+
+def has_hidden_tests(slug: str) -> bool:
+    """Whether the hidden tests of ``slug`` are here: in the instructor's grader, not in the kit."""
+    return (SUITES / slug / "test_hidden.py").is_file()
 
 
 def released() -> list[str]:
-    """The assignments whose chapter exists: those a course can release (and offers)."""
-    return [slug for slug in assignments() if (CHAPTERS / f"{slug}.md").is_file()]
+    """The assignments whose chapter exists (or whose chapter cells the kit ships): those a
+    course can release, and offers."""
+    return [slug for slug in assignments()
+            if (CHAPTERS / f"{slug}.md").is_file() or (SUITES / slug / CHAPTER_CELLS).is_file()]
 
 
 @functools.lru_cache(maxsize=None)

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from .feedback import Mismatch
-from .identify import assignments, exercise_names, other_assignment
+from .identify import assignments, exercise_names, has_hidden_tests, other_assignment
 from .sandbox import Limits, Sandbox, SubmissionError, require_isolation
 from .submission import SubmissionReadError, chapter_cells, read_submission
 
@@ -309,6 +309,10 @@ class _Collector:
             ))
 
 
+KIT_ONLY = ("the hidden tests of {slug} are not here: this is the student kit, which runs the public checks "
+            "(python -m autograder check NOTEBOOK); your instructor grades with the full suite")
+
+
 NOT_IMPLEMENTED = "not implemented yet: the function still raises NotImplementedError; replace the stub's body with your code"
 
 
@@ -452,6 +456,8 @@ def grade_many(
     """
     if slug not in assignments():
         raise ValueError(f"unknown assignment {slug!r}; known: {', '.join(assignments())}")
+    if not public_only and not has_hidden_tests(slug):
+        raise ValueError(KIT_ONLY.format(slug=slug))
     require_isolation(sandboxed)
     entries = {key: _Entry(slug, path, limits or Limits(), sandboxed) for key, path in paths.items()}
     try:

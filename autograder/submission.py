@@ -126,15 +126,27 @@ def read_notebook(path: Path, raw: bytes, chapter_cells: frozenset = frozenset()
 
 
 def chapter_cells(slug: str) -> frozenset:
-    """The code cells of chapter ``slug`` as released (normalized sources), to recognize them."""
+    """The code cells of chapter ``slug`` as released (normalized sources), to recognize them:
+    from the chapter, or where there is none (the student kit) from the list its suite ships."""
+    from .identify import CHAPTER_CELLS, CHAPTERS, SUITES
+
+    path = CHAPTERS / f"{slug}.md"
+    if path.is_file():
+        return frozenset(released_chapter_cells(path))
+    shipped = SUITES / slug / CHAPTER_CELLS
+    if shipped.is_file():
+        return frozenset(json.loads(shipped.read_text()))
+    return frozenset()
+
+
+def released_chapter_cells(path: Path) -> list[str]:
+    """The chapter's own code cells at ``path`` (no exercise, no check), normalized, in order."""
     from . import notebooks
 
-    path = notebooks.CHAPTERS / f"{slug}.md"
-    if not path.is_file():
-        return frozenset()
     nb = notebooks.generate(path, "instructor")
-    return frozenset(_normalize(_strip_magics(c.source)) for c in nb.cells
-                     if c.cell_type == "code" and not notebooks.nbgrader_meta(c))
+    cells = [_normalize(_strip_magics(c.source)) for c in nb.cells
+             if c.cell_type == "code" and not notebooks.nbgrader_meta(c)]
+    return list(dict.fromkeys(cells))
 
 
 def read_submission(path: Path | str, chapter: frozenset = frozenset()) -> Submission:
