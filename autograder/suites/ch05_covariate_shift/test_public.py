@@ -134,7 +134,7 @@ def test_landscape_properties_public(student):
     model = TM.build_model(layers).train()
     loss = nn.CrossEntropyLoss()(model(torch.tensor(x)), torch.tensor(y))
     g_norm = float(torch.cat([g.flatten() for g in torch.autograd.grad(loss, list(model.parameters()))]).norm())
-    loss0 = float(loss)
+    loss0 = float(loss.detach())
     check_array(number(result["losses"][0], "losses[0]"), np.asarray(loss0),
                 "losses[0] (multiplier 0: the loss at the current weights, training mode)", rtol=1e-9,
                 mistakes={MSG["ls_delta"]: np.asarray(0.0)})
