@@ -58,16 +58,17 @@ def solution_modules(slug: str) -> list[str]:
     return sorted(n for n in names if (ROOT / "solutions" / f"{n}.py").is_file())
 
 
-def pinned_requirements() -> str:
+def pinned_requirements(packages=GRADER_PACKAGES) -> str:
+    """``packages`` pinned to the versions of constraints.txt, one per line."""
     pins = {}
     for line in (ROOT / "constraints.txt").read_text().splitlines():
         name, _, version = line.strip().partition("==")
-        if name.lower() in GRADER_PACKAGES and version:
+        if name.lower() in packages and version:
             pins[name.lower()] = f"{name}=={version}"
-    missing = [p for p in GRADER_PACKAGES if p not in pins]
+    missing = [p for p in packages if p not in pins]
     if missing:
         raise RuntimeError(f"constraints.txt pins no version of {', '.join(missing)}")
-    return "\n".join(pins[p] for p in GRADER_PACKAGES) + "\n"
+    return "\n".join(pins[p] for p in packages) + "\n"
 
 
 def build(slug: str, out: Path) -> Path:

@@ -7,6 +7,8 @@ variant to ``course/source/SLUG/SLUG.ipynb`` (full solutions between nbgrader ma
 hidden tests in the graded cells, points from the grader's suite) and runs ``nbgrader
 generate_assignment SLUG``, which writes ``course/release/SLUG/SLUG.ipynb`` with stubs and
 public checks only, and an empty answer cell for each thinking exercise (graded by hand).
+Beside each released notebook goes the student kit (:mod:`autograder.kit`), the wheel that
+students install to run the notebook and its public checks; the notebook says how.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import nbformat
 
+from . import kit as student_kit
 from . import notebooks as nbgen
 from .identify import released
 from .runner import suite_points
@@ -64,10 +68,21 @@ def answer_cells(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return nb
 
 
-def source_notebook(slug: str) -> nbformat.NotebookNode:
+SETUP_NOTE = """\
+**Before you start.** This folder holds the course kit, `{wheel}`: the public checks that the
+graded cells run, and `bnlab`, the course library this notebook imports. Install it once into
+the Python environment of your Jupyter kernel, in a terminal (`pip install {wheel}`) or in a
+cell of its own (`%pip install {wheel}`), then run the notebook from the top. To run every
+public check of this notebook at once: `python -m autograder check {slug}.ipynb`."""
+
+
+def source_notebook(slug: str, kit: str | None = None) -> nbformat.NotebookNode:
     """The nbgrader source notebook of ``slug``: graded cells carry the suite's points, and
-    thinking exercises have answer cells (:func:`answer_cells`)."""
+    thinking exercises have answer cells (:func:`answer_cells`); after the title, how to
+    install the student kit named ``kit``."""
     nb = nbgen.generate(ROOT / "chapters" / f"{slug}.md", "instructor")
+    if kit:
+        nb.cells.insert(1, nbformat.v4.new_markdown_cell(SETUP_NOTE.format(wheel=kit, slug=slug)))
     points = suite_points(slug)
     for cell in nb.cells:
         meta = nbgen.nbgrader_meta(cell)
@@ -106,10 +121,14 @@ def release(slugs: list[str], course: Path = COURSE) -> list[Path]:
     if Path(course).resolve() == COURSE.resolve():
         (course / "nbgrader_config.py").write_text(COURSE_CONFIG.format(path=str(ROOT / "nbgrader_config.py")))
     released = []
+    kit = student_kit.build(course / "kit")
     for slug in slugs:
         target = course / "source" / slug / f"{slug}.ipynb"
         target.parent.mkdir(parents=True, exist_ok=True)
-        nbformat.write(source_notebook(slug), target)
+        for old in target.parent.glob(f"{student_kit.WHEEL_PREFIX}*.whl"):
+            old.unlink()
+        shutil.copy2(kit, target.parent / kit.name)  # generate_assignment copies it into the release
+        nbformat.write(source_notebook(slug, kit.name), target)
         result = nbgrader("generate_assignment", slug, "--force", course=course)
         if result.returncode != 0:
             raise RuntimeError(f"nbgrader generate_assignment {slug} failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")

@@ -1,6 +1,5 @@
 """nbgrader integration: the release hides solutions, and autograde agrees with grade-all."""
 
-import copy
 import re
 
 import nbformat
@@ -9,6 +8,8 @@ from nbgrader.api import Gradebook
 
 from autograder import notebooks as nbgen
 from autograder.release import nbgrader, release, source_notebook
+
+from students import fill as fill_notebook
 
 SLUG = "ch02_bn_forward"
 ROOT = nbgen.ROOT
@@ -79,18 +80,7 @@ def test_no_release_holds_a_thinking_solution(every_release, slug):
 
 
 def fill(release_nb, replacements=None, drop=()):
-    """A student's notebook: the stubs replaced by the reference, with optional bugs."""
-    nb = copy.deepcopy(release_nb)
-    definitions = nbgen.load_definitions(SLUG)
-    for cell in nb.cells:
-        meta = nbgen.nbgrader_meta(cell)
-        if meta.get("solution") and meta["grade_id"] in definitions and meta["grade_id"] not in drop:
-            source = definitions[meta["grade_id"]].render("instructor")
-            for old, new in (replacements or {}).items():
-                if old in source:
-                    source = source.replace(old, new)
-            cell.source = source
-    return nb
+    return fill_notebook(release_nb, SLUG, replacements, drop)
 
 
 BUGS = {
