@@ -51,7 +51,7 @@ VARIANTS = ("student", "instructor")
 
 # Files of the book besides the chapters, copied into a generated tree.
 BOOK_FILES = ("_config.yml", "_toc.yml", "intro.md", "references.md", "references.bib")
-BOOK_DIRS = ("_static",)
+BOOK_DIRS = ("_static", "_ext", "_templates")
 
 _IMPORT = re.compile(r"^from\s+solutions\.(\w+)\s+import\s+([\w\s,]+?)\s*$")
 _GRADE_ID = re.compile(r"^[a-zA-Z0-9_\-]+$")
