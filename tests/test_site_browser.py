@@ -1,0 +1,139 @@
+"""The built student website in a real browser: Debian's Chromium, driven by Selenium, opening
+the pages from disk (``file://``, as a reader with the site on a USB stick does) with every
+non-local host unresolvable. A failing page leaves a screenshot in ``_build/browser/``.
+"""
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.site
+
+ROOT = Path(__file__).resolve().parents[1]
+SITE = ROOT / "_build" / "html"
+SHOTS = ROOT / "_build" / "browser"
+PAGES = ["intro", *(f"chapters/{p.stem}" for p in sorted((ROOT / "chapters").glob("*.md"))), "references"]
+DESKTOP, PHONE = (1400, 1000), (400, 850)
+
+# Per page, in the browser: what MathJax left untypeset, raw Markdown tables in outputs, broken images.
+PAGE_STATE = r"""
+const math = [...document.querySelectorAll('.math')];
+const outputs = [...document.querySelectorAll('.cell_output, .output')];
+const images = [...document.querySelectorAll('.bd-article img')];
+return {
+  math: math.length,
+  untypeset: math.filter(e => !e.querySelector('mjx-container')).map(e => e.textContent.slice(0, 60)),
+  raw_tables: outputs.filter(e => /^\s*\|.*\|.*\|\s*$/m.test(e.innerText)).map(e => e.innerText.slice(0, 60)),
+  broken_images: images.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src')),
+  mathjax_done: !!(window.MathJax && MathJax.startup && MathJax.startup.promise),
+};
+"""
+SIDEBAR = r"""
+const bar = document.querySelector('.bd-sidebar-primary');
+const box = bar.getBoundingClientRect();
+return {shown: getComputedStyle(bar).visibility !== 'hidden' && box.right > 0 && box.width > 0};
+"""
+
+
+def _chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _browser(size):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    binary, driver = _chromium(), shutil.which("chromedriver")
+    if not (binary and driver):
+        pytest.fail("the browser tests need Chromium and its driver: apt-get install chromium chromium-driver")
+    options = Options()
+    options.binary_location = binary
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     f"--window-size={size[0]},{size[1]}",
+                     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (SITE / "index.html").is_file():
+        pytest.fail(f"no built website in {SITE}: run `make book` (or `make test`, which builds it)")
+    driver = _browser(DESKTOP)
+    yield driver
+    driver.quit()
+
+
+def open_page(driver, page: str) -> dict:
+    """Load ``page``, wait for MathJax, return the page state with its console errors and
+    the requests that left the machine."""
+    driver.get((SITE / f"{page}.html").as_uri())
+    driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "(window.MathJax && MathJax.startup && MathJax.startup.promise ? MathJax.startup.promise : Promise.resolve())"
+        ".then(() => done(true), () => done(false));")
+    state = driver.execute_script(PAGE_STATE)
+    state["errors"] = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    requests = [json.loads(e["message"])["message"] for e in driver.get_log("performance")]
+    state["off_machine"] = [m["params"]["request"]["url"] for m in requests
+                            if m["method"] == "Network.requestWillBeSent"
+                            and not m["params"]["request"]["url"].startswith(("file:", "data:", "blob:"))]
+    return state
+
+
+def screenshot_on_failure(driver, name: str, problems: list) -> None:
+    if problems:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(SHOTS / f"{name.replace('/', '_')}.png"))
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_offline_without_errors(browser, page):
+    state = open_page(browser, page)
+    problems = [f"console error: {e}" for e in state["errors"]]
+    problems += [f"request off the machine: {u}" for u in state["off_machine"]]
+    problems += [f"math not typeset: {t!r}" for t in state["untypeset"]]
+    problems += [f"raw Markdown table: {t!r}" for t in state["raw_tables"]]
+    problems += [f"broken image: {s}" for s in state["broken_images"]]
+    screenshot_on_failure(browser, page, problems)
+    assert not problems, f"{page}: " + "; ".join(problems[:10])
+
+
+@pytest.mark.parametrize("size", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_sidebar_toggle_opens_and_closes_the_chapter_list(size):
+    """On a desktop the chapter list is shown and the toggle hides it; on a phone it is hidden
+    and the toggle opens it."""
+    driver = _browser(size)
+    try:
+        driver.get((SITE / "chapters" / "ch02_bn_forward.html").as_uri())
+        before = driver.execute_script(SIDEBAR)["shown"]
+        toggles = [b for b in driver.find_elements("css selector", ".primary-toggle") if b.is_displayed()]
+        assert toggles, "no visible sidebar toggle"
+        toggles[0].click()
+        time.sleep(0.5)  # the sidebar slides
+        after = driver.execute_script(SIDEBAR)["shown"]
+        screenshot_on_failure(driver, f"sidebar-{size[0]}", [] if before != after else ["no change"])
+        assert before == (size == DESKTOP) and after == (size != DESKTOP), (before, after)
+    finally:
+        driver.quit()
+
+
+def test_search_finds_the_pages_that_contain_a_term(browser):
+    browser.get((SITE / "search.html").as_uri() + "?q=momentum")
+    deadline = time.time() + 20
+    found = []
+    while time.time() < deadline and not found:
+        time.sleep(0.3)
+        found = browser.execute_script(
+            "return [...document.querySelectorAll('#search-results li a')].map(a => a.getAttribute('href'));")
+    pages = {href.split("#")[0].split("?")[0] for href in found}
+    screenshot_on_failure(browser, "search", [] if found else ["no results"])
+    assert any("ch02_bn_forward" in p for p in pages), pages
