@@ -10,8 +10,7 @@ code (``launch_buttons.thebe: false``, and the site works offline), so its asset
 def _is_thebe(asset) -> bool:
     filename = getattr(asset, "filename", None) or (asset[0] if isinstance(asset, tuple) else None)
     attributes = getattr(asset, "attributes", None) or (asset[1] if isinstance(asset, tuple) else {})
-    return filename == "sphinx-thebe.js" or str(filename).endswith("/sphinx-thebe.js") or \
-        "THEBE_JS_URL" in str(attributes.get("body", ""))
+    return str(filename).endswith("sphinx-thebe.js") or "THEBE_JS_URL" in str(attributes.get("body", ""))
 
 
 def drop_thebe(app, env, docnames):

@@ -83,12 +83,12 @@ Assignments: {slugs}.
 
 
 def _python_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.glob("*.py"))
+    return sorted(directory.glob("*.py"))
 
 
-def stage(dest: Path, slugs: list[str] | None = None) -> dict[str, bytes]:
-    """Write the kit's package files under ``dest``; return ``{relative path: content}``."""
-    slugs = released() if slugs is None else slugs
+def stage(dest: Path, slugs: list[str]) -> dict[str, bytes]:
+    """Write the kit's package files for assignments ``slugs`` under ``dest``; return
+    ``{relative path: content}``."""
     files: dict[str, bytes] = {}
     package = ROOT / "autograder"
     for name in GRADER_MODULES:

@@ -233,6 +233,7 @@ NUMERIC_ENV = ("ATEN_CPU_CAPABILITY", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "
 
 
 def _worker_env(workdir) -> dict:
+    site_dirs = user_site_dirs()
     return {
         **{name: os.environ[name] for name in NUMERIC_ENV if name in os.environ},
         "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -244,7 +245,7 @@ def _worker_env(workdir) -> dict:
         "OPENBLAS_NUM_THREADS": "1",
         "MPLBACKEND": "Agg",
         "PYTHONHASHSEED": "0",
-        **({"BNGRADE_SITE_DIRS": os.pathsep.join(user_site_dirs())} if user_site_dirs() else {}),
+        **({"BNGRADE_SITE_DIRS": os.pathsep.join(site_dirs)} if site_dirs else {}),
     }
 
 

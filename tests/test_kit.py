@@ -185,9 +185,9 @@ def link_distribution(distribution: metadata.Distribution, site: Path) -> None:
             shutil.copy2(source, target)
 
 
-def clean_env(**extra) -> dict:
+def clean_env() -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "JUPYTER"))}
-    return dict(env, PYTHONDONTWRITEBYTECODE="1", PYTHONNOUSERSITE="1", MPLBACKEND="Agg", **extra)
+    return dict(env, PYTHONDONTWRITEBYTECODE="1", PYTHONNOUSERSITE="1", MPLBACKEND="Agg")
 
 
 @pytest.fixture(scope="module")

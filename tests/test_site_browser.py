@@ -28,7 +28,6 @@ return {
   untypeset: math.filter(e => !e.querySelector('mjx-container')).map(e => e.textContent.slice(0, 60)),
   raw_tables: outputs.filter(e => /^\s*\|.*\|.*\|\s*$/m.test(e.innerText)).map(e => e.innerText.slice(0, 60)),
   broken_images: images.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src')),
-  mathjax_done: !!(window.MathJax && MathJax.startup && MathJax.startup.promise),
 };
 """
 SIDEBAR = r"""
@@ -39,10 +38,7 @@ return {shown: getComputedStyle(bar).visibility !== 'hidden' && box.right > 0 &&
 
 
 def _chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    return None
+    return next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
 
 
 def _browser(size):
