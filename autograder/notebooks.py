@@ -16,8 +16,9 @@ A pipeline of small named steps turns a chapter into one of three variants:
 ``student``
     every exercise reduced to signature, docstring and ``raise NotImplementedError``;
     a removed cell after it imports the reference, so that later cells still run
-    when the book executes; hidden tests and ``{solution}`` blocks dropped. No
-    solution code is left in the notebook.
+    when the book executes; hidden tests and ``{solution}`` blocks dropped; the graded
+    cells' outputs removed from the page (they report on the reference). No solution code
+    is left in the notebook.
 
 Command line::
 
@@ -297,6 +298,22 @@ class ClearThinkingSolutions:
         return nb
 
 
+class QuietChecks:
+    """In the student website, a graded cell shows its call but not its output (student only):
+    the site runs the reference, so the checks would say "passed" under an empty stub, which
+    is not what the student's notebook says."""
+
+    def __call__(self, nb, variant):
+        if variant == "student":
+            for cell in nb.cells:
+                meta = nbgrader_meta(cell)
+                if cell.cell_type == "code" and meta.get("grade") and not meta.get("solution"):
+                    tags = cell.metadata.setdefault("tags", [])
+                    if "remove-output" not in tags:
+                        tags.append("remove-output")
+        return nb
+
+
 class StableCellIds:
     """Number the cells: the same chapter always gives the same notebook, byte for byte."""
 
@@ -306,7 +323,8 @@ class StableCellIds:
         return nb
 
 
-PIPELINE = (CheckMetadata(), ExpandExercises(), ClearHiddenTests(), ClearThinkingSolutions(), StableCellIds())
+PIPELINE = (CheckMetadata(), ExpandExercises(), ClearHiddenTests(), ClearThinkingSolutions(), QuietChecks(),
+            StableCellIds())
 
 
 def read_chapter(path: Path) -> nbformat.NotebookNode:

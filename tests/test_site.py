@@ -97,3 +97,14 @@ def test_chapters_have_figures_and_no_errors(pages):
             assert (SITE / "chapters" / src).resolve().is_file(), f"{path.stem}: missing image {src}"
         assert "Traceback (most recent call last)" not in visible_text(page)
         assert 'class="output traceback' not in page and "output_error" not in page
+
+
+def test_pages_show_the_lesson_not_the_build(pages):
+    """The site runs the reference, so a graded cell's "passed" (under an empty stub) is not
+    shown; nor is the build's timing, nor a link to an empty index."""
+    for path, page in pages.items():
+        text = visible_text(page)
+        name = path.relative_to(SITE)
+        assert "public checks passed" not in text, f"{name}: a check reports on the reference"
+        assert "chapter executed in" not in text, f"{name}: the build's timing is shown"
+        assert "genindex.html" not in page, f"{name}: links to the (empty) general index"

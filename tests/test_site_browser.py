@@ -28,6 +28,12 @@ return {
   untypeset: math.filter(e => !e.querySelector('mjx-container')).map(e => e.textContent.slice(0, 60)),
   raw_tables: outputs.filter(e => /^\s*\|.*\|.*\|\s*$/m.test(e.innerText)).map(e => e.innerText.slice(0, 60)),
   broken_images: images.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src')),
+  // display equations wider than their column: scrolled on a phone, not at all on a desktop
+  wide_equations: [...document.querySelectorAll('mjx-container[display="true"]')]
+    .filter(m => m.scrollWidth > m.clientWidth + 1).map(m => m.textContent.slice(0, 60)),
+  unscrollable_equations: [...document.querySelectorAll('mjx-container[display="true"]')]
+    .filter(m => m.scrollWidth > m.clientWidth + 1 && !['auto', 'scroll'].includes(getComputedStyle(m).overflowX))
+    .map(m => m.textContent.slice(0, 60)),
 };
 """
 SIDEBAR = r"""
@@ -99,8 +105,36 @@ def test_page_renders_offline_without_errors(browser, page):
     problems += [f"math not typeset: {t!r}" for t in state["untypeset"]]
     problems += [f"raw Markdown table: {t!r}" for t in state["raw_tables"]]
     problems += [f"broken image: {s}" for s in state["broken_images"]]
+    problems += [f"display equation wider than the column at {DESKTOP[0]} px: {t!r}" for t in state["wide_equations"]]
     screenshot_on_failure(browser, page, problems)
     assert not problems, f"{page}: " + "; ".join(problems[:10])
+
+
+@pytest.fixture(scope="module")
+def phone():
+    driver = _browser(PHONE)
+    yield driver
+    driver.quit()
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if p.startswith("chapters/")])
+def test_on_a_phone_wide_equations_scroll_instead_of_being_cut(phone, page):
+    state = open_page(phone, page)
+    screenshot_on_failure(phone, f"phone-{page}", state["unscrollable_equations"])
+    assert not state["unscrollable_equations"], state["unscrollable_equations"][:5]
+
+
+def test_the_math_menu_is_off(browser):
+    """MathJax's menu offers accessibility tools that load speech rules the offline site does
+    not hold (and hide all math over http): a right click on an equation opens no menu."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    open_page(browser, "chapters/ch02_bn_forward")
+    equation = next(e for e in browser.find_elements("css selector", 'mjx-container[display="true"]') if e.is_displayed())
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", equation)
+    ActionChains(browser).context_click(equation).perform()
+    time.sleep(0.3)
+    assert not browser.find_elements("css selector", ".CtxtMenu_Menu, .CtxtMenu_MenuFrame")
 
 
 @pytest.mark.parametrize("size", [DESKTOP, PHONE], ids=["desktop", "phone"])
