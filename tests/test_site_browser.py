@@ -28,6 +28,11 @@ return {
   untypeset: math.filter(e => !e.querySelector('mjx-container')).map(e => e.textContent.slice(0, 60)),
   raw_tables: outputs.filter(e => /^\s*\|.*\|.*\|\s*$/m.test(e.innerText)).map(e => e.innerText.slice(0, 60)),
   broken_images: images.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src')),
+  // alt text that says what the figure shows (not its file name), and a caption under it
+  no_alt: images.filter(i => !i.alt.trim() || /[0-9a-f]{32,}\.(png|svg|jpe?g)$/.test(i.alt)).map(i => i.getAttribute('src')),
+  no_caption: images.filter(i => !(i.closest('figure') && i.closest('figure').querySelector('figcaption')
+                                   && i.closest('figure').querySelector('figcaption').innerText.trim()))
+                    .map(i => i.getAttribute('src')),
   // display equations wider than their column: scrolled on a phone, not at all on a desktop
   wide_equations: [...document.querySelectorAll('mjx-container[display="true"]')]
     .filter(m => m.scrollWidth > m.clientWidth + 1).map(m => m.textContent.slice(0, 60)),
@@ -105,6 +110,8 @@ def test_page_renders_offline_without_errors(browser, page):
     problems += [f"math not typeset: {t!r}" for t in state["untypeset"]]
     problems += [f"raw Markdown table: {t!r}" for t in state["raw_tables"]]
     problems += [f"broken image: {s}" for s in state["broken_images"]]
+    problems += [f"image without alt text: {s}" for s in state["no_alt"]]
+    problems += [f"figure without a caption: {s}" for s in state["no_caption"]]
     problems += [f"display equation wider than the column at {DESKTOP[0]} px: {t!r}" for t in state["wide_equations"]]
     screenshot_on_failure(browser, page, problems)
     assert not problems, f"{page}: " + "; ".join(problems[:10])
