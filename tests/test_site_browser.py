@@ -172,5 +172,21 @@ def test_search_finds_the_pages_that_contain_a_term(browser):
         found = browser.execute_script(
             "return [...document.querySelectorAll('#search-results li a')].map(a => a.getAttribute('href'));")
     pages = {href.split("#")[0].split("?")[0] for href in found}
-    screenshot_on_failure(browser, "search", [] if found else ["no results"])
+    errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    screenshot_on_failure(browser, "search", [] if found and not errors else ["no results or errors"])
     assert any("ch02_bn_forward" in p for p in pages), pages
+    assert errors == [], errors        # no page fetches for snippets, which fail over file://
+
+
+def test_bibliography_labels_are_the_citations_of_the_text(browser):
+    """A reader looks up "Ioffe and Szegedy, 2015" in the list and finds that label."""
+    browser.get((SITE / "chapters" / "ch01_normalization.html").as_uri())
+    cited = set(browser.execute_script(
+        "return [...document.querySelectorAll('a[href*=\"references.html#id\"]')].map(a => a.innerText.trim());"))
+    browser.get((SITE / "references.html").as_uri())
+    labels = browser.execute_script(
+        "return [...document.querySelectorAll('.citation .label')].map(l => l.innerText.replace(/[\\[\\]]/g, '').trim());")
+    assert "Ioffe and Szegedy, 2015" in labels, labels
+    assert not any(len(label) < 8 for label in labels), labels        # no alpha-style [IS15]
+    years = {c.split(", ")[-1] for c in cited if ", " in c}
+    assert years and all(any(label.endswith(year) for label in labels) for year in years), (cited, labels)
