@@ -39,6 +39,9 @@ return {
   unscrollable_equations: [...document.querySelectorAll('mjx-container[display="true"]')]
     .filter(m => m.scrollWidth > m.clientWidth + 1 && !['auto', 'scroll'].includes(getComputedStyle(m).overflowX))
     .map(m => m.textContent.slice(0, 60)),
+  // code cells whose lines run past the column (the reader would have to scroll sideways)
+  wide_code: [...document.querySelectorAll('.cell_input pre, .cell_output pre')]
+    .filter(p => p.scrollWidth > p.clientWidth + 1).map(p => p.textContent.slice(0, 60)),
 };
 """
 SIDEBAR = r"""
@@ -113,6 +116,7 @@ def test_page_renders_offline_without_errors(browser, page):
     problems += [f"image without alt text: {s}" for s in state["no_alt"]]
     problems += [f"figure without a caption: {s}" for s in state["no_caption"]]
     problems += [f"display equation wider than the column at {DESKTOP[0]} px: {t!r}" for t in state["wide_equations"]]
+    problems += [f"code that scrolls sideways at {DESKTOP[0]} px: {t!r}" for t in state["wide_code"]]
     screenshot_on_failure(browser, page, problems)
     assert not problems, f"{page}: " + "; ".join(problems[:10])
 
