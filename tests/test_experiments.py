@@ -51,7 +51,7 @@ def results(tiny_data):
 
 
 def test_every_experiment_has_three_profiles():
-    for name in bexp.NAMES:
+    for name in bexp.ALL_NAMES:
         for profile in bexp.PROFILES:
             cfg = bexp.default_config(name, profile)
             btrain.TrainConfig.from_dict(cfg)          # valid training settings
@@ -224,13 +224,14 @@ def test_load_data_from_idx_files(tmp_path):
 # ------------------------------------------------------------------ the recorded results
 
 
-RECORDED = sorted((ROOT / "results").glob("ch04_*.json"))
+RECORDED = sorted((ROOT / "results").glob("ch04_*.json")) + sorted((ROOT / "results").glob("ch06_*.json"))
 
 
 @pytest.mark.parametrize("path", RECORDED, ids=[p.stem for p in RECORDED])
 def test_recorded_results_are_complete(path):
     r = json.loads(path.read_text())
-    assert path.stem == f"ch04_{r['experiment']}" and r["experiment"] in bexp.NAMES
+    assert r["experiment"] in bexp.ALL_NAMES
+    assert path.stem == f"{bexp.EXPERIMENTS[r['experiment']]['chapter']}_{r['experiment']}"
     assert r["profile"] in bexp.PROFILES
     prov = r["provenance"]
     assert prov["wall_time_s"] > 0 and prov["date"] and prov["torch"]
@@ -261,4 +262,194 @@ def test_full_profile_is_not_claimed_without_a_gpu():
             assert r["provenance"]["device"] != "cpu" or r["config"]["train_size"] is None
 
 
+
+
+
+# ------------------------------------------------------------------ chapter 6
+
+TINY_CH06 = {
+    "small_batch": dict(width=4, train_eval_size=80, batch_sizes=[2, 64], max_steps=6, stat_batches=3,
+                        precise_bn_images=64, precise_bn_batch=32, loss_points=4),
+    "folding": dict(width=4, train_steps=3, train_batch=16, timing_batch_sizes=[1, 8], min_run_time=0.001,
+                    timing_rounds=1, diff_batch=32),
+}
+
+
+@pytest.fixture(scope="module")
+def results_ch06(tiny_data):
+    return {name: bexp.run(name, quick=True, device="cpu", data=tiny_data, **TINY_CH06[name])
+            for name in bexp.CHAPTER_NAMES["ch06"]}
+
+
+def test_chapters_and_result_paths(tmp_path):
+    assert bexp.CHAPTER_NAMES["ch06"] == ("small_batch", "folding")
+    assert set(bexp.NAMES) == set(bexp.CHAPTER_NAMES["ch04"])
+    assert set(bexp.ALL_NAMES) == set(bexp.NAMES) | {"small_batch", "folding"}
+    assert bexp.result_path("lr_sweep", tmp_path).name == "ch04_lr_sweep.json"
+    assert bexp.result_path("small_batch", tmp_path).name == "ch06_small_batch.json"
+    assert bexp.result_path("folding", tmp_path).name == "ch06_folding.json"
+    assert bexp.select(["ch06"]) == ["small_batch", "folding"]
+    assert bexp.select(["ch04"]) == list(bexp.NAMES)
+    assert bexp.select(["all"]) == bexp.select(["list"]) == list(bexp.ALL_NAMES)
+    assert bexp.select(["folding", "ch06", "lr_sweep"]) == ["folding", "small_batch", "lr_sweep"]
+
+
+@pytest.mark.parametrize("name", ["small_batch", "folding"])
+def test_ch06_schema_save_and_load(results_ch06, name, tmp_path):
+    r = results_ch06[name]
+    assert r["experiment"] == name and r["profile"] == "quick"
+    assert r["provenance"]["device"] == "cpu" and r["provenance"]["cuda"] is None
+    assert "reference" in r["config"]["implementations"]["make_cnn"]
+    path = bexp.save_result(r, tmp_path)
+    assert path.name == f"ch06_{name}.json"
+    assert bexp.load_result(name, tmp_path) == json.loads(json.dumps(r))
+    assert json.loads(bexp._dumps(r)) == json.loads(json.dumps(r))      # valid JSON, no NaN
+
+
+def test_small_batch_takes_the_same_number_of_steps(results_ch06):
+    r = results_ch06["small_batch"]
+    runs = r["results"]["runs"]
+    max_steps = r["config"]["max_steps"]
+    assert {(h["norm"], h["batch_size"]) for h in runs} == {(n, b) for n in bexp.NORMS for b in (2, 64)}
+    # 64 x 6 steps > 160 training images (3 steps an epoch): training goes on over several epochs
+    assert {h["steps"] for h in runs} == {max_steps}
+    assert all(h["epochs"] == 2 and len(h["epoch_end_step"]) == 2 for h in runs if h["batch_size"] == 64)
+    assert len({h["lr"] for h in runs}) == 1 and runs[0]["lr"] == r["config"]["lr"]
+    for h in runs:
+        assert len(h["step_loss"]) <= r["config"]["loss_points"] and h["step_loss_end_step"][-1] == max_steps
+        for key in ("final_test_acc", "final_train_acc", "diverged", "images_per_s"):
+            assert key in h
+    for h in runs:
+        if h["norm"] == "bn":
+            assert 0 <= h["train_mode_test_acc"] <= 1 and 0 <= h["precise_bn_test_acc"] <= 1
+            assert h["mean_distance"] >= 0 and h["var_ratio"] > 0
+        else:
+            assert "mean_distance" not in h
+    assert len(r["results"]["table"]) == len(runs)
+    assert r["results"]["gn_groups"] == 4                      # gcd(8, width 4)
+
+
+def test_small_batch_norm_swap():
+    for width, groups in ((16, 8), (4, 4), (12, 4)):
+        gn = bexp.build_norm_model("gn", width=width)
+        layers = [m for m in gn.modules() if isinstance(m, torch.nn.GroupNorm)]
+        assert len(layers) == 4 and not any(isinstance(m, torch.nn.BatchNorm2d) for m in gn.modules())
+        assert [m.num_groups for m in layers] == [groups] * 4
+        assert [m.num_channels for m in layers] == [width, width, 2 * width, 2 * width]
+        assert all(width % g == 0 for g in (m.num_groups for m in layers))
+    ln = bexp.build_norm_model("ln", width=8)
+    assert [m.num_groups for m in ln.modules() if isinstance(m, torch.nn.GroupNorm)] == [1] * 4
+    none = bexp.build_norm_model("none", width=8)
+    assert not any(isinstance(m, (torch.nn.GroupNorm, torch.nn.BatchNorm2d)) for m in none.modules())
+    # the same seed: BN, GN and LN start from the same convolution weights
+    bn = bexp.build_norm_model("bn", width=8, seed=3)
+    gn = bexp.build_norm_model("gn", width=8, seed=3)
+    assert torch.equal(bn[0].weight, gn[0].weight)
+    with pytest.raises(ValueError):
+        bexp.build_norm_model("instance", width=8)
+
+
+def test_batch_statistics_distance_changes_nothing(tiny_data):
+    model = bexp.build_norm_model("bn", width=4)
+    model.train()
+    with torch.no_grad():
+        model(tiny_data.x_train[:64])                # some running statistics
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    stats = bexp.batch_statistics_distance(model, tiny_data.x_train, 2, batches=5)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before) and model.training
+    big = bexp.batch_statistics_distance(model, tiny_data.x_train, 128, batches=5)
+    assert stats["mean_distance"] > big["mean_distance"] > 0    # a batch of 2 lies farther away
+
+
+def _fold_tolerance(result):
+    # float32 logits of unfolded and folded networks differ by rounding only: the longest
+    # reduction is a 3x3 convolution over 2w channels (18 w terms) per layer, four layers and the
+    # classifier; 1000 covers the chain and its conditioning, relative to the largest logit.
+    from bnlab.numerics import sum_error
+
+    width = result["config"]["width"]
+    return 1000 * sum_error(torch.float32, 18 * width) * max(1.0, result["results"]["max_abs_logit"])
+
+
+def test_folding_result(results_ch06):
+    r = results_ch06["folding"]
+    res = r["results"]
+    assert set(res["max_abs_logit_diff"]) == {"fx", "fold"}
+    assert max(res["max_abs_logit_diff"].values()) < _fold_tolerance(r)
+    assert res["bn_layers_left"] == {"unfolded": 4, "fx": 0, "fold": 0}
+    assert {(row["variant"], row["batch_size"]) for row in res["timing"]} == \
+        {(v, b) for v in ("unfolded", "fx", "fold") for b in (1, 8)}
+    assert all(row["median_ms"] > 0 and row["iqr_ms"] >= 0 for row in res["timing"])
+    assert set(res["speedup"]) == {"unfolded", "fx", "fold"} and res["speedup"]["unfolded"] == {"1": 1.0, "8": 1.0}
+    assert res["threads"] == r["config"]["timing_threads"] == 1
+    assert "ch06_beyond" in r["config"]["implementations"]["fold"]
+    assert torch.get_num_threads() == 1                   # the test's setting is restored
+
+
+def test_folding_uses_the_fold_it_is_given(tiny_data):
+    from solutions.ch06_beyond import fold_batchnorm
+
+    calls = []
+
+    def my_fold(weight, bias, gamma, beta, running_mean, running_var, eps=1e-5):
+        calls.append(weight.shape)
+        return fold_batchnorm(weight, bias, gamma, beta, running_mean, running_var, eps)
+
+    def wrong_fold(weight, bias, gamma, beta, running_mean, running_var, eps=1e-5):
+        w, b = fold_batchnorm(weight, bias, gamma, beta, running_mean, running_var, eps)
+        return w, b + 1.0                                   # a wrong bias
+
+    ok = bexp.run("folding", device="cpu", data=tiny_data, fold=my_fold, **TINY_CH06["folding"])
+    assert len(calls) == 4 and "my_fold" in ok["config"]["implementations"]["fold"]
+    assert ok["results"]["max_abs_logit_diff"]["fold"] < _fold_tolerance(ok)
+    bad = bexp.run("folding", device="cpu", data=tiny_data, fold=wrong_fold, **TINY_CH06["folding"])
+    assert bad["results"]["max_abs_logit_diff"]["fold"] > 100 * _fold_tolerance(bad)
+    assert bad["results"]["max_abs_logit_diff"]["fx"] < _fold_tolerance(bad)     # fx is not affected
+    with pytest.raises(ValueError, match="does not use"):
+        bexp.run("small_batch", device="cpu", data=tiny_data, fold=my_fold, **TINY_CH06["small_batch"])
+
+
+def test_cli_selects_a_chapter(capsys):
+    assert bexp.main(["list", "ch06", "--record-cpu"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("small_batch:") and "folding:" in out and "lr_sweep" not in out
+    proc = subprocess.run([sys.executable, "-m", "bnlab.experiments", "--help"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    for word in ("small_batch", "folding", "ch04", "ch06", "all"):
+        assert word in proc.stdout
+
+
+RECORDED_CH06 = {"small_batch": ROOT / "results" / "ch06_small_batch.json",
+                 "folding": ROOT / "results" / "ch06_folding.json"}
+
+
+@pytest.mark.parametrize("name", list(RECORDED_CH06))
+def test_recorded_ch06_fields(name):
+    path = RECORDED_CH06[name]
+    if not path.is_file():
+        pytest.skip(f"{path.name} not recorded")
+    r = json.loads(path.read_text())
+    res = r["results"]
+    if name == "small_batch":
+        max_steps = r["config"]["max_steps"]
+        for h in res["runs"]:
+            for key in ("norm", "batch_size", "steps", "final_test_acc", "final_train_acc", "diverged",
+                        "images_per_s", "step_loss"):
+                assert key in h, key
+            assert h["diverged"] or h["steps"] == max_steps
+            assert len(h["step_loss"]) <= 100
+            if h["norm"] == "bn" and not h["diverged"]:
+                for key in ("train_mode_test_acc", "mean_distance", "var_ratio", "precise_bn_test_acc"):
+                    assert h[key] is not None, key
+        assert {h["norm"] for h in res["runs"]} == set(bexp.NORMS)
+        assert len(res["table"]) == len(res["runs"])
+    else:
+        assert set(res["max_abs_logit_diff"]) == {"fx", "fold"}
+        assert max(res["max_abs_logit_diff"].values()) < _fold_tolerance(r)
+        sizes = {row["batch_size"] for row in res["timing"]}
+        assert {1, 256} <= sizes
+        for variant, per_size in res["speedup"].items():
+            assert set(per_size) == {str(b) for b in sizes}
+        assert res["threads"] >= 1
 del np
