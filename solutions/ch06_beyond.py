@@ -74,8 +74,8 @@ def layernorm_forward(x, gamma, beta, eps=1e-5):
     inv_std = 1.0 / np.sqrt(var + eps)
     x_hat = (x - mean[:, None]) * inv_std[:, None]
     out = gamma * x_hat + beta
-    cache = {"x": x, "x_hat": x_hat, "mean": mean, "var": var, "gamma": gamma,
-             "beta": beta, "eps": float(eps), "inv_std": inv_std}
+    cache = {"x": x, "x_hat": x_hat, "mean": mean, "var": var, "inv_std": inv_std,
+             "gamma": gamma, "beta": beta, "eps": float(eps)}
     return out, cache
 
 

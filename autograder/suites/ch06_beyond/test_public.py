@@ -228,7 +228,7 @@ def test_layernorm_backward_public(student, rng):
         if hint:
             raise Mismatch(hint, mistake="cache_contract") from None
         raise
-    dx, dgamma, dbeta = unpack(result, 3, "dx, dgamma, dbeta")
+    (dx, dgamma, dbeta) = unpack(result, 3, "dx, dgamma, dbeta")
     context = "x of shape (4, 5)"
     for name, value in (("dgamma", dgamma), ("dbeta", dbeta)):
         if isinstance(value, np.ndarray) and value.shape == (4,):
