@@ -420,6 +420,49 @@ def test_cli_selects_a_chapter(capsys):
         assert word in proc.stdout
 
 
+def _recorded_or_tiny(name, results_ch06):
+    path = ROOT / "results" / f"ch06_{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else results_ch06[name]
+
+
+def test_ch06_figure_tables_and_sentences(results_ch06):
+    import copy
+
+    import matplotlib.pyplot as plt
+
+    from bnlab import plots_ch06
+
+    for result in (results_ch06["small_batch"], _recorded_or_tiny("small_batch", results_ch06)):
+        fig = plots_ch06.plot_small_batch(result)
+        assert len(fig.axes) >= 2
+        plt.close(fig)
+        sizes = sorted({r["batch_size"] for r in result["results"]["runs"]})
+        table = plots_ch06.table_small_batch(result)
+        assert table.count("\n") >= len(sizes) + 1         # a header, a rule, a row per batch size
+        text = plots_ch06.describe_small_batch(result)
+        bn_large = next(r for r in result["results"]["runs"] if r["norm"] == "bn" and r["batch_size"] == sizes[-1])
+        assert f"{100 * bn_large['final_test_acc']:.1f}% at batch {sizes[-1]}" in text
+
+    # A diverged run is named as such, and no difference is computed with it.
+    broken = copy.deepcopy(results_ch06["small_batch"])
+    for run in broken["results"]["runs"]:
+        if run["norm"] == "gn" and run["batch_size"] == max(r["batch_size"] for r in broken["results"]["runs"]):
+            run.update(diverged=True, final_test_acc=None)
+    text = plots_ch06.describe_small_batch(broken, {"images per GPU": [32, 2], "BN": [23.6, 34.7],
+                                                    "GN": [24.1, 24.1]})
+    assert "GroupNorm: a run diverged" in text
+    assert "GroupNorm minus BatchNorm" in text and f"at batch {max(r['batch_size'] for r in broken['results']['runs'])}." \
+        not in text.split("GroupNorm minus BatchNorm")[1].splitlines()[0]
+    assert "34.7%" in text and "+11.1 points" in text
+
+    folding = _recorded_or_tiny("folding", results_ch06)
+    table = plots_ch06.table_folding(folding)
+    threads = folding["results"]["threads"]
+    assert ("one thread" if threads == 1 else f"{threads} threads") in table and "(s)" not in table
+    lines = plots_ch06.describe_folding(folding).splitlines()
+    assert len(lines) == len({r["batch_size"] for r in folding["results"]["timing"]})
+
+
 RECORDED_CH06 = {"small_batch": ROOT / "results" / "ch06_small_batch.json",
                  "folding": ROOT / "results" / "ch06_folding.json"}
 
