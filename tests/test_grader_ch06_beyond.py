@@ -346,3 +346,43 @@ def test_public_checks_name_what_the_grader_names(public_reports, name):
     named = [t for t in failed_tests(public_reports[name], exercise) if phrase in t.output]
     assert named, [t.output for t in failed_tests(public_reports[name], exercise)]
     assert named[0].mistake not in ("wrong_value", "exception", ""), named[0].mistake
+
+
+# --------------------------------------------------------------------------- the released notebook
+
+
+@pytest.fixture(scope="module")
+def released_reports(tmp_path_factory):
+    """The chapter's own release (``make release``), filled in as a student would: with the
+    reference, with one planted mistake, and with an exercise left as its stub."""
+    import nbformat
+
+    from autograder.release import release
+    from students import fill
+
+    course = tmp_path_factory.mktemp("ch06_course")
+    release([SLUG], course=course)
+    released = nbformat.read(course / "release" / SLUG / f"{SLUG}.ipynb", as_version=4)
+    sources = {
+        "released_correct": fill(released, SLUG),
+        "released_unbiased": fill(released, SLUG, {"var = ((x - mean[:, None]) ** 2).mean(axis=1)":
+                                                   "var = x.var(axis=1, ddof=1)"}),
+        "released_stub_fold": fill(released, SLUG, drop=("fold_batchnorm",)),
+    }
+    return grade_sources(SLUG, sources, tmp_path_factory.mktemp("ch06_released"))
+
+
+def test_the_released_notebook_filled_in_gets_full_marks(released_reports):
+    assert_full_marks(released_reports["released_correct"], EXERCISES)
+
+
+def test_the_released_notebook_with_a_mistake_is_named(released_reports):
+    assert_mistake_named(released_reports["released_unbiased"], "layernorm_forward", MSG["unbiased"][:40])
+
+
+def test_the_released_stub_scores_zero_on_its_exercise_only(released_reports):
+    report = released_reports["released_stub_fold"]
+    scores = report.by_exercise()
+    assert scores["fold_batchnorm"][0] == 0
+    assert all(score == total for name, (score, total) in scores.items() if name != "fold_batchnorm")
+    assert any("not implemented" in t.output for t in failed_tests(report, "fold_batchnorm"))

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.site
 ROOT = Path(__file__).resolve().parents[1]
 SITE = ROOT / "_build" / "html"
 SHOTS = ROOT / "_build" / "browser"
-PAGES = ["intro", *(f"chapters/{p.stem}" for p in sorted((ROOT / "chapters").glob("*.md"))), "references"]
+PAGES = ["intro", *(f"chapters/{p.stem}" for p in sorted((ROOT / "chapters").glob("*.md"))),
+         *(p.stem for p in ROOT.glob("ch*_preview.md")), "references"]
 DESKTOP, PHONE = (1400, 1000), (400, 850)
 
 # Per page, in the browser: what MathJax left untypeset, raw Markdown tables in outputs, broken images.
