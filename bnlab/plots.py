@@ -27,6 +27,73 @@ def source_label(result: dict) -> str:
     return f"{result.get('profile', '?')} run, {where}{threads}, {date}".strip(", ")
 
 
+def describe_recordings(results: dict) -> str:
+    """One paragraph on where the recorded results come from: how many exist, which were
+    measured on a GPU (and which one), which on a CPU and with which profile.
+
+    ``results`` maps experiment names to recorded results or None (not recorded). The text is
+    made from the provenance alone, so that it changes when a GPU run replaces a CPU one.
+    """
+    available = {name: r for name, r in results.items() if r is not None}
+    missing = sorted(set(results) - set(available))
+    if not available:
+        return "No experiment has been recorded yet: the chapters show their live runs only."
+    gpu = {n: r for n, r in available.items() if r["provenance"].get("device") in ("cuda", "mps")}
+    cpu = {n: r for n, r in available.items() if n not in gpu}
+    parts = []
+    if gpu:
+        names = sorted({r["provenance"].get("device_name") or r["provenance"]["device"] for r in gpu.values()})
+        parts.append(f"{len(gpu)} of the {len(available)} recorded experiments ran on a GPU ({', '.join(names)}; "
+                     f"profile {', '.join(sorted({r['profile'] for r in gpu.values()}))}: "
+                     f"{', '.join(sorted(gpu))}).")
+    if cpu:
+        profiles = sorted({r["profile"] for r in cpu.values()})
+        what = f"All {len(cpu)}" if not gpu else f"{len(cpu)} of the {len(available)}"
+        parts.append(f"{what} recorded experiments ran on a CPU, with the {' and '.join(profiles)} configuration"
+                     + (" (reduced data and epochs: they show effects, not final accuracies)"
+                        if "full" not in profiles else "") + ".")
+        if not gpu:
+            parts.append("No GPU result has been recorded yet.")
+    if missing:
+        parts.append(f"Not recorded: {', '.join(missing)}.")
+    return " ".join(parts)
+
+
+def load_label(prov: dict) -> str:
+    """The machine's 1-minute load average at the start and the end of a run, e.g. ``"0.6 → 3.1"``."""
+    start, end = prov.get("load_average_start"), prov.get("load_average")
+    if not start or not end:
+        return "not recorded"
+    return f"{start[0]:.1f} → {end[0]:.1f}"
+
+
+def describe_provenance_caveats(results: dict) -> str:
+    """Warnings about how recorded results were measured, made from their provenance: runs on a
+    loaded machine (a load average above the number of cores, which slows timings and makes
+    them noisy) and runs from a tree with uncommitted changes (``-dirty`` revisions, whose code
+    the revision alone does not identify). Empty when there is nothing to warn about."""
+    loaded, dirty = [], []
+    for name, r in results.items():
+        if r is None:
+            continue
+        prov = r["provenance"]
+        cores = prov.get("cpu_count") or 1
+        loads = [*(prov.get("load_average_start") or [])[:1], *(prov.get("load_average") or [])[:1]]
+        if loads and max(loads) > cores:
+            loaded.append(f"{name} ({max(loads):.1f} on {cores} cores)")
+        if str(prov.get("git", "")).endswith("-dirty"):
+            dirty.append(name)
+    lines = []
+    if loaded:
+        lines.append(f"- **Measured on a loaded machine**: {', '.join(loaded)}. Other processes competed for the "
+                     "cores, so times and images/s are slower and noisier than the machine can do; accuracies "
+                     "are not affected.")
+    if dirty:
+        lines.append(f"- **Recorded from a tree with uncommitted changes** (`-dirty`): {', '.join(dirty)}. The "
+                     "revision names the last commit; the code that ran may differ from it.")
+    return "\n".join(lines)
+
+
 def smooth(values, window: int | None = None) -> np.ndarray:
     """Moving average of a loss curve (None and non-finite values become NaN and are skipped)."""
     y = np.array([np.nan if v is None else float(v) for v in values], dtype=float)

@@ -536,9 +536,8 @@ def classifier_sharpness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ite
 
     The last module of ``model`` must be the ``nn.Linear`` classifier. Its input features ``f``
     are computed once (the rest of the network is frozen), then power iteration with
-    Hessian-vector products finds ``lambda_max``. Gradient descent on a quadratic with this
-    curvature is stable only for ``lr < 2 / lambda_max``, heavy-ball momentum ``beta`` for
-    ``lr < 2 (1 + beta) / lambda_max``.
+    Hessian-vector products finds ``lambda_max``; :func:`stable_lr_bound` turns it into the
+    largest stable learning rate of SGD on a quadratic with this curvature.
 
     Returns
     -------
@@ -567,6 +566,28 @@ def classifier_sharpness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ite
         lam = float(sum((a * h).sum() for a, h in zip(v, hv)))
         v = list(hv)
     return {"lambda_max": lam, "feature_sq_norm": float((feats ** 2).sum(1).mean())}
+
+
+def stable_lr_bound(lambda_max: float, momentum: float = 0.0, nesterov: bool = False) -> float:
+    """The largest stable learning rate of PyTorch's SGD on a quadratic of curvature ``lambda_max``.
+
+    PyTorch's momentum is ``v <- beta v + g``, then ``w <- w - lr v`` (heavy ball) or
+    ``w <- w - lr (g + beta v)`` (``nesterov=True``). On ``lambda/2 w^2`` both are linear
+    recursions in ``(v, w)``; their characteristic polynomial
+    ``z^2 - (1 + beta - a (1 + beta [nesterov])) z + beta (1 - a [nesterov])`` with ``a = lr lambda``
+    has a root at ``z = -1`` first, which gives
+
+    - heavy ball: ``lr < 2 (1 + beta) / lambda_max``;
+    - Nesterov:   ``lr < 2 (1 + beta) / ((1 + 2 beta) lambda_max)``;
+
+    both ``2 / lambda_max`` for ``beta = 0``.
+    """
+    if not lambda_max > 0:
+        raise ValueError(f"lambda_max must be positive, got {lambda_max!r}")
+    if not 0 <= momentum < 1:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+    bound = 2 * (1 + momentum) / lambda_max
+    return bound / (1 + 2 * momentum) if nesterov else bound
 
 
 def time_training_steps(models: dict, x: torch.Tensor, y: torch.Tensor, steps: int = 5, repeats: int = 5,
@@ -613,5 +634,6 @@ def time_training_steps(models: dict, x: torch.Tensor, y: torch.Tensor, steps: i
 
 __all__ = [
     "TrainConfig", "Data", "lr_at", "make_data", "load_data", "augment_batch", "build_model", "train",
-    "evaluate_in_train_mode", "time_training_steps", "classifier_sharpness", "autocast_context", "select_device",
+    "evaluate_in_train_mode", "time_training_steps", "classifier_sharpness", "stable_lr_bound",
+    "autocast_context", "select_device",
 ]

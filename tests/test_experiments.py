@@ -496,3 +496,28 @@ def test_recorded_ch06_fields(name):
             assert set(per_size) == {str(b) for b in sizes}
         assert res["threads"] >= 1
 del np
+
+
+def test_describe_recordings_follows_the_provenance():
+    cpu = {"profile": "record-cpu", "provenance": {"device": "cpu", "device_name": "AMD EPYC"}}
+    gpu = {"profile": "full", "provenance": {"device": "cuda", "device_name": "NVIDIA H200"}}
+    text = plots.describe_recordings({"lr_sweep": cpu, "folding": cpu, "eval_bug": None})
+    assert "All 2 recorded experiments ran on a CPU" in text and "No GPU result" in text
+    assert "Not recorded: eval_bug." in text
+    text = plots.describe_recordings({"lr_sweep": gpu, "folding": cpu})
+    assert "1 of the 2 recorded experiments ran on a GPU (NVIDIA H200; profile full: lr_sweep)" in text
+    assert "No GPU result" not in text and "1 of the 2 recorded experiments ran on a CPU" in text
+    assert "not been recorded" not in plots.describe_recordings({"lr_sweep": gpu})
+    assert "No experiment has been recorded" in plots.describe_recordings({"lr_sweep": None})
+
+
+def test_provenance_caveats_name_loaded_and_dirty_runs():
+    quiet = {"provenance": {"cpu_count": 2, "load_average_start": [0.5, 1, 1], "load_average": [1.9, 1, 1],
+                            "git": "0123456789ab"}}
+    loaded = {"provenance": {"cpu_count": 2, "load_average_start": [7.5, 1, 1], "load_average": [1.0, 1, 1],
+                             "git": "0123456789ab-dirty"}}
+    assert plots.describe_provenance_caveats({"a": quiet, "b": None}) == ""
+    text = plots.describe_provenance_caveats({"a": quiet, "b": loaded})
+    assert "loaded machine**: b (7.5 on 2 cores)" in text and "uncommitted changes** (`-dirty`): b." in text
+    assert plots.load_label(quiet["provenance"]) == "0.5 → 1.9"
+    assert plots.load_label({}) == "not recorded"

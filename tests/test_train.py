@@ -315,3 +315,34 @@ def test_a_failing_compile_falls_back_to_eager(data, monkeypatch):
     with pytest.warns(UserWarning, match="torch.compile failed"):
         h = train(small(compile=True, max_steps=3), data)
     assert h["compiled"] is False and h["steps"] == 3
+
+
+def _sgd_on_quadratic(lam: float, lr: float, momentum: float, nesterov: bool, steps: int = 3000) -> float:
+    """|w| after ``steps`` steps of torch.optim.SGD on lam / 2 * w**2 from w = 1 (float64)."""
+    w = torch.ones(1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.SGD([w], lr=lr, momentum=momentum, nesterov=nesterov)
+    for _ in range(steps):
+        opt.zero_grad()
+        (0.5 * lam * w ** 2).sum().backward()
+        opt.step()
+        if not abs(w.item()) < 1e12:
+            break
+    return abs(w.item())
+
+
+@pytest.mark.parametrize("momentum, nesterov", [(0.0, False), (0.9, False), (0.9, True), (0.5, True), (0.99, True)])
+def test_stable_lr_bound_is_where_torch_sgd_starts_to_diverge(momentum, nesterov):
+    lam = 37.0
+    bound = btrain.stable_lr_bound(lam, momentum, nesterov)
+    assert _sgd_on_quadratic(lam, 0.97 * bound, momentum, nesterov) < 1e-3
+    assert _sgd_on_quadratic(lam, 1.03 * bound, momentum, nesterov) > 1e3
+    if momentum == 0.9:
+        expected = 3.8 / lam if not nesterov else 3.8 / (2.8 * lam)
+        assert bound == pytest.approx(expected, rel=1e-12)
+
+
+def test_stable_lr_bound_rejects_bad_input():
+    with pytest.raises(ValueError, match="lambda_max"):
+        btrain.stable_lr_bound(0.0)
+    with pytest.raises(ValueError, match="momentum"):
+        btrain.stable_lr_bound(1.0, momentum=1.0)
