@@ -42,6 +42,11 @@ CHAPTER_SETUP = {
         "from solutions.ch04_cnn import BatchNorm2d, BatchNormFunction, make_cnn, evaluate\n"
         "live_data = load_data('cpu', train_size=256, test_size=128, seed=0)\n"
     ),
+    "ch06_beyond": (
+        "from solutions.ch06_beyond import fold_batchnorm, groupnorm_forward, layernorm_backward, "
+        "layernorm_forward\n"
+        "from solutions.ch04_cnn import make_cnn\n"
+    ),
 }
 
 
