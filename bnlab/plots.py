@@ -136,18 +136,54 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def _loss_panel(ax, runs, label_of, color_of, style_of, x_of=None, ylim=(0, 3.5)):
+LOSS_CAP = 100.0  # losses above this (diverging runs) are drawn as markers on the top edge
+
+
+def _as_float(step_loss) -> np.ndarray:
+    return np.array([np.nan if v is None else float(v) for v in step_loss], dtype=float)
+
+
+def _shown_loss(step_loss, raw: bool) -> np.ndarray:
+    """What a loss panel draws of one run: every step (``raw``) or the moving average."""
+    return _as_float(step_loss) if raw else smooth(step_loss)
+
+
+def _loss_limits(curves) -> tuple[float, float]:
+    """Log-axis limits that show every finite positive value of ``curves`` up to ``LOSS_CAP``."""
+    values = np.concatenate([np.asarray(c, dtype=float) for c in curves]) if curves else np.array([])
+    finite = values[np.isfinite(values) & (values > 0) & (values <= LOSS_CAP)]
+    if not finite.size:
+        return 0.1, 3.0
+    return finite.min() * 0.8, max(finite.max() * 1.3, 3.0)
+
+
+def _loss_panel(ax, runs, label_of, color_of, style_of, x_of=None, limits=None, raw=True):
+    """Loss curves of ``runs`` on a log axis: the moving average solid and, with ``raw``, every
+    step faint, so that single-step spikes stay visible. Nothing is clipped away: a value above
+    ``LOSS_CAP`` is marked on the top edge (^), a diverged run's last step with an x."""
+    low, high = limits or _loss_limits([_shown_loss(h["step_loss"], raw) for h in runs])
+    ax.set_yscale("log")
+    ax.set_ylim(low, high)
+    marked = False
     for h in runs:
-        loss = smooth(h["step_loss"])
-        x = np.arange(1, len(loss) + 1) if x_of is None else x_of(h, len(loss))
-        line, = ax.plot(x, loss, color=color_of(h), linestyle=style_of(h), label=label_of(h), lw=1.5)
-        if h.get("diverged"):
-            step = h.get("diverged_at_step") or len(loss)
-            xd = step + 1 if x_of is None else x_of(h, step + 1)[-1]
-            ax.plot([xd], [ylim[1] * 0.97], marker="x", color=line.get_color(), ms=9, mew=2, clip_on=False)
-    ax.set_ylim(*ylim)
-    ax.set_ylabel("training loss (moving average)")
-    ax.grid(alpha=0.3)
+        n = len(h["step_loss"])
+        x = np.arange(1, n + 1) if x_of is None else np.asarray(x_of(h, n))
+        shown = _shown_loss(h["step_loss"], raw)
+        if raw:
+            ax.plot(x, np.where(shown > LOSS_CAP, np.nan, shown), color=color_of(h), lw=0.6, alpha=0.3)
+        line, = ax.plot(x, smooth(h["step_loss"]), color=color_of(h), linestyle=style_of(h), label=label_of(h),
+                        lw=1.5)
+        over = np.nan_to_num(shown, nan=0.0) > LOSS_CAP
+        if over.any():
+            ax.plot(x[over], np.full(int(over.sum()), high), "^", color=line.get_color(), ms=6, clip_on=False)
+            marked = True
+        if h.get("diverged") and n:
+            step = min(h.get("diverged_at_step") or n, n - 1)
+            ax.plot([x[step]], [high], marker="x", color=line.get_color(), ms=9, mew=2, clip_on=False)
+    if marked:
+        ax.plot([], [], "^", color="gray", label=f"loss > {LOSS_CAP:g}")
+    ax.set_ylabel("training loss (log scale)" + ("" if raw else ", moving average"))
+    ax.grid(alpha=0.3, which="both")
 
 
 def _lr_colors(lrs):
@@ -160,14 +196,16 @@ def _lr_colors(lrs):
 
 
 def plot_lr_sweep(result: dict):
-    """Loss curves (left: BN, right: no BN) over the learning-rate grid; x marks divergence."""
+    """Loss curves (left: BN, right: no BN) over the learning-rate grid, on a log axis that shows
+    every spike; x marks divergence."""
     runs = result["results"]["runs"]
     colors = _lr_colors([h["lr"] for h in runs])
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    limits = _loss_limits([_shown_loss(h["step_loss"], raw=True) for h in runs])
     for ax, use_bn in zip(axes, (True, False)):
         sub = [h for h in runs if h["use_bn"] == use_bn]
         _loss_panel(ax, sub, lambda h: f"lr={h['lr']:g}" + (" (diverged)" if h["diverged"] else ""),
-                    lambda h: colors[h["lr"]], lambda h: "-")
+                    lambda h: colors[h["lr"]], lambda h: "-", limits=limits)
         ax.set_title("with BN" if use_bn else "without BN")
         ax.set_xlabel("training step")
         ax.legend(fontsize=8)
@@ -247,19 +285,15 @@ def plot_batch_size(result: dict):
                 axes[0].plot([h["batch_size"]], [2], marker="x", color=color, ms=10, mew=2)
     cmap = plt.get_cmap("viridis")
     sizes = sorted({h["batch_size"] for h in runs})
-    for h in runs:
-        if not h["use_bn"]:
-            continue
-        c = cmap(sizes.index(h["batch_size"]) / max(len(sizes) - 1, 1) * 0.9)
-        loss = smooth(h["step_loss"])
-        axes[1].plot(np.arange(1, len(loss) + 1) * h["batch_size"], loss, color=c, label=f"batch {h['batch_size']}")
+    bn_runs = [h for h in runs if h["use_bn"]]
+    _loss_panel(axes[1], bn_runs, lambda h: f"batch {h['batch_size']}",
+                lambda h: cmap(sizes.index(h["batch_size"]) / max(len(sizes) - 1, 1) * 0.9), lambda h: "-",
+                x_of=lambda h, n: np.arange(1, n + 1) * h["batch_size"], raw=False)
     axes[0].set_xlabel("batch size (learning rate scaled with it)")
     axes[0].set_ylabel("test accuracy (%)")
     axes[0].set_ylim(0, 100)
     axes[0].set_title("after the same number of epochs")
     axes[1].set_xlabel("training images seen")
-    axes[1].set_ylabel("training loss (moving average)")
-    axes[1].set_ylim(0, 3)
     axes[1].set_title("with BN")
     for ax in axes:
         ax.grid(alpha=0.3, which="both")
@@ -326,15 +360,11 @@ def plot_custom_bn(result: dict):
     res = result["results"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     styles = {"torch": "-", "module": "--", "function": ":"}
-    for h in res["runs"]:
-        loss = smooth(h["step_loss"])
-        axes[0].plot(np.arange(1, len(loss) + 1), loss, styles.get(h["variant"], "-"), lw=1.8,
-                     label=VARIANT_LABELS.get(h["variant"], h["variant"]))
+    colors = {"no_bn": "gray", "torch": BN_COLOR, "module": "tab:orange", "function": "tab:green"}
+    _loss_panel(axes[0], res["runs"], lambda h: VARIANT_LABELS.get(h["variant"], h["variant"]),
+                lambda h: colors.get(h["variant"], "black"), lambda h: styles.get(h["variant"], "-"))
     axes[0].set_xlabel("training step")
-    axes[0].set_ylabel("training loss (moving average)")
-    axes[0].set_ylim(0, 3)
     axes[0].legend(fontsize=8)
-    axes[0].grid(alpha=0.3)
     timing = res["step_time"]
     names = [n for n in ("no_bn", "torch", "module", "function") if n in timing]
     ms = [1000 * timing[n]["median_s"] for n in names]

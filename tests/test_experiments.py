@@ -171,6 +171,52 @@ def test_plots_and_tables(results, name):
     assert "quick run, CPU" in plots.source_label(results[name])
 
 
+def _recorded(name):
+    path = ROOT / "results" / f"ch04_{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+@pytest.mark.parametrize("name", ["lr_sweep", "batch_size", "custom_bn"])
+def test_loss_panels_show_every_finite_loss(name):
+    """No loss up to plots.LOSS_CAP is clipped away (the BN spikes the chapter describes), and
+    every loss above the cap is marked on the top edge."""
+    import matplotlib.pyplot as plt
+
+    result = _recorded(name) or pytest.skip("not recorded")
+    fig = getattr(plots, f"plot_{name}")(result)
+    runs = result["results"]["runs"]
+    if name == "batch_size":  # the BN runs' moving averages (2,000 single steps of batch 2 would hide them)
+        losses = [v for h in runs if h["use_bn"] for v in plots.smooth(h["step_loss"]) if np.isfinite(v)]
+    else:
+        losses = [float(v) for h in runs for v in h["step_loss"] if v is not None]
+    shown = [v for v in losses if 0 < v <= plots.LOSS_CAP]
+    axes = [ax for ax in fig.axes if ax.get_yscale() == "log"]
+    assert axes, "the loss panel should have a log y axis"
+    low = min(ax.get_ylim()[0] for ax in axes)
+    high = max(ax.get_ylim()[1] for ax in axes)
+    assert low <= min(shown) and max(shown) <= high
+    over = sum(v > plots.LOSS_CAP for v in losses)
+    markers = sum(len(line.get_xdata()) for ax in axes for line in ax.get_lines() if line.get_marker() == "^")
+    assert markers == over
+    plt.close(fig)
+
+
+def test_loss_panel_marks_losses_above_the_cap():
+    import matplotlib.pyplot as plt
+
+    result = {"profile": "quick", "provenance": {"device": "cpu"}, "results": {"runs": [
+        {"lr": 0.1, "use_bn": True, "diverged": False, "step_loss": [2.3, 25.0, 1.0, 0.5]},
+        {"lr": 1.0, "use_bn": False, "diverged": True, "diverged_at_step": 3,
+         "step_loss": [2.3, 40.0, 1e31, None]}]}}
+    fig = plots.plot_lr_sweep(result)
+    for ax in fig.axes:
+        assert ax.get_yscale() == "log" and ax.get_ylim()[1] >= 40.0
+    tops = [(list(line.get_xdata()), line.get_marker()) for line in fig.axes[1].get_lines()
+            if line.get_marker() in ("^", "x") and len(line.get_xdata())]
+    assert ([3], "^") in tops and ([4], "x") in tops
+    plt.close(fig)
+
+
 def test_throughput_table(results):
     table = plots.table_throughput([results["lr_sweep"]])
     assert "images/s with BN" in table and "quick run" in table
@@ -495,7 +541,6 @@ def test_recorded_ch06_fields(name):
         for variant, per_size in res["speedup"].items():
             assert set(per_size) == {str(b) for b in sizes}
         assert res["threads"] >= 1
-del np
 
 
 def test_describe_recordings_follows_the_provenance():
