@@ -14,7 +14,9 @@ A pipeline of small named steps turns a chapter into one of three variants:
     This is also nbgrader's *source* notebook: ``nbgrader generate_assignment``
     replaces each marked body with a stub and drops hidden tests.
 ``student``
-    every exercise reduced to signature, docstring and ``raise NotImplementedError``;
+    every exercise reduced to signature, docstring and ``raise NotImplementedError``
+    (a docstring's ``Implementation note`` section, how the reference computes its
+    result, is the instructor's: it moves into the solution body as comments);
     a removed cell after it imports the reference, so that later cells still run
     when the book executes; hidden tests and ``{solution}`` blocks dropped; the graded
     cells' outputs removed from the page (they report on the reference). No solution code
@@ -53,6 +55,9 @@ VARIANTS = ("student", "instructor")
 # Files of the book besides the chapters, copied into a generated tree.
 BOOK_FILES = ("_config.yml", "_toc.yml", "intro.md", "ch05_preview.md", "references.md", "references.bib")
 BOOK_DIRS = ("_static", "_ext", "_templates")
+
+# A docstring section that only the instructor sees (how the reference computes its result).
+IMPLEMENTATION_NOTE = "Implementation note"
 
 _IMPORT = re.compile(r"^from\s+solutions\.(\w+)\s+import\s+([\w\s,]+?)\s*$")
 _GRADE_ID = re.compile(r"^[a-zA-Z0-9_\-]+$")
@@ -104,29 +109,64 @@ def _indent_of(text: str) -> str:
     return "    "
 
 
+def _implementation_note(lines: list[str], node) -> tuple[int, int, list[str]] | None:
+    """Where the ``Implementation note`` section of ``node``'s docstring starts and where the
+    docstring ends (0-based line indices), and the section as comment lines; None without one.
+
+    The section is the instructor's (how the reference computes its result): the stub's
+    docstring ends before it and it moves into the solution body, as comments between the
+    solution markers, which nbgrader's release removes with the body.
+    """
+    doc = node.body[0]
+    doc_lines = lines[doc.lineno - 1: doc.end_lineno]
+    note = next((i for i, line in enumerate(doc_lines[:-1])
+                 if line.strip() == IMPLEMENTATION_NOTE and set(doc_lines[i + 1].strip()) == {"-"}), None)
+    if note is None:
+        return None
+    closing = lines[doc.end_lineno - 1]
+    if closing.strip() != '"""':
+        raise SourceError(f"{node.name} (line {node.lineno}): put the closing quotes of a docstring with an "
+                          f"{IMPLEMENTATION_NOTE!r} section on a line of their own")
+    indent = closing[: len(closing) - len(closing.lstrip())]
+    start = doc.lineno - 1 + note
+    comments = [f"{indent}# {line[len(indent):] if line.startswith(indent) else line.strip()}".rstrip() + "\n"
+                for line in lines[start: doc.end_lineno - 1]]
+    while comments and comments[-1].strip() == "#":
+        comments.pop()
+    return start, doc.end_lineno, comments
+
+
+def _has_docstring(node) -> bool:
+    first = node.body[0]
+    return isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str)
+
+
+def _shown_docstring(lines: list[str], start: int, note: tuple[int, int, list[str]]) -> str:
+    """Lines ``start`` to the end of a docstring, without its implementation note."""
+    note_start, doc_end, _ = note
+    return "".join(lines[start:note_start]).rstrip() + "\n" + lines[doc_end - 1]
+
+
 def _split_function(lines: list[str], node: ast.FunctionDef) -> list[tuple[str, str]]:
     """Signature and docstring shown; the rest of the body is the solution."""
     start = (node.decorator_list[0].lineno if node.decorator_list else node.lineno) - 1
-    body = node.body
-    has_doc = (
-        isinstance(body[0], ast.Expr)
-        and isinstance(body[0].value, ast.Constant)
-        and isinstance(body[0].value.value, str)
-    )
-    if not has_doc:
+    if not _has_docstring(node):
         raise SourceError(f"{node.name} (line {node.lineno}) has no docstring: students need one")
-    if len(body) == 1:
+    if len(node.body) == 1:
         raise SourceError(f"{node.name} (line {node.lineno}) has a docstring but no body")
-    split = body[0].end_lineno
-    return [
-        ("shown", "".join(lines[start:split])),
-        ("body", "".join(lines[split: node.end_lineno])),
-    ]
+    split = node.body[0].end_lineno
+    body = "".join(lines[split: node.end_lineno])
+    note = _implementation_note(lines, node)
+    if note is None:
+        return [("shown", "".join(lines[start:split])), ("body", body)]
+    return [("shown", _shown_docstring(lines, start, note)), ("body", "".join(note[2]) + body)]
 
 
 def _split_class(lines: list[str], node: ast.ClassDef) -> list[tuple[str, str]]:
-    """Class header, docstring and attributes shown; each method split like a function."""
+    """Class header, docstring and attributes shown; each method split like a function (the
+    class docstring's implementation note goes into the first method's body)."""
     start = (node.decorator_list[0].lineno if node.decorator_list else node.lineno) - 1
+    note = _implementation_note(lines, node) if _has_docstring(node) else None
     pieces: list[tuple[str, str]] = []
     cursor = start
     for item in node.body:
@@ -134,8 +174,16 @@ def _split_class(lines: list[str], node: ast.ClassDef) -> list[tuple[str, str]]:
             continue
         item_start = (item.decorator_list[0].lineno if item.decorator_list else item.lineno) - 1
         if item_start > cursor:
-            pieces.append(("shown", "".join(lines[cursor:item_start])))
-        pieces.extend(_split_function(lines, item))
+            if note and cursor == start:
+                shown = _shown_docstring(lines, start, note) + "".join(lines[note[1]:item_start])
+            else:
+                shown = "".join(lines[cursor:item_start])
+            pieces.append(("shown", shown))
+        method = _split_function(lines, item)
+        if note and not any(kind == "body" for kind, _ in pieces):
+            body_indent = _indent_of(method[1][1])
+            method[1] = ("body", "".join(body_indent + c.lstrip() for c in note[2]) + method[1][1])
+        pieces.extend(method)
         cursor = item.end_lineno
     if cursor < node.end_lineno:
         pieces.append(("shown", "".join(lines[cursor: node.end_lineno])))

@@ -15,13 +15,10 @@ import numpy as np
 def batchnorm_forward(x, gamma, beta, eps=1e-5):
     """Batch Normalization forward pass in training mode (Ioffe & Szegedy, Alg. 1).
 
-    Each feature (column) is normalized with the statistics of the mini-batch
-    (the ``N`` rows), then scaled and shifted::
-
-        mean  = x.mean(axis=0)
-        var   = ((x - mean) ** 2).mean(axis=0)        # biased: divide by N
-        x_hat = (x - mean) / sqrt(var + eps)
-        out   = gamma * x_hat + beta
+    Each feature (column) is normalized with the statistics of the mini-batch (the
+    ``N`` rows): its mean and its *biased* variance (divide by ``N``), with ``eps``
+    added to the variance inside the square root; then scaled by ``gamma`` and
+    shifted by ``beta``, as in the chapter's four equations of the forward pass.
 
     Parameters
     ----------
@@ -59,6 +56,15 @@ def batchnorm_forward(x, gamma, beta, eps=1e-5):
         If ``x`` is not (N, D), ``gamma``/``beta`` are not (D,), or ``N < 2``: the
         variance of a single sample is 0, so in training mode every output would be
         ``beta`` whatever the input (PyTorch refuses this case too).
+
+    Implementation note
+    -------------------
+    The four equations, one NumPy line each::
+
+        mean  = x.mean(axis=0)
+        var   = ((x - mean) ** 2).mean(axis=0)        # biased: divide by N
+        x_hat = (x - mean) / sqrt(var + eps)
+        out   = gamma * x_hat + beta
     """
     x = np.asarray(x)
     dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float64)
@@ -97,12 +103,9 @@ def batchnorm_forward(x, gamma, beta, eps=1e-5):
 def update_running_stats(running_mean, running_var, x, momentum=0.1):
     """Exponential moving averages of the batch statistics (PyTorch convention).
 
-    ::
-
-        new_mean = (1 - momentum) * running_mean + momentum * x.mean(axis=0)
-        new_var  = (1 - momentum) * running_var  + momentum * x.var(axis=0, ddof=1)
-
-    Note the *unbiased* variance (``N - 1``) of the batch, unlike the biased one used
+    Each running statistic moves towards the batch statistic by the fraction
+    ``momentum`` of the gap (``momentum`` is the weight of the *new* value), as in
+    the chapter's update rule. Note the *unbiased* variance (``N - 1``) of the batch, unlike the biased one used
     to normalize in training mode. (CS231n uses ``momentum`` for the weight of the
     *old* value and the biased variance; PyTorch does not.)
 
@@ -129,6 +132,13 @@ def update_running_stats(running_mean, running_var, x, momentum=0.1):
     ValueError
         On shape mismatches, ``N < 2`` (the unbiased variance needs two samples), or
         a momentum outside ``[0, 1]``.
+
+    Implementation note
+    -------------------
+    ::
+
+        new_mean = (1 - momentum) * running_mean + momentum * x.mean(axis=0)
+        new_var  = (1 - momentum) * running_var  + momentum * x.var(axis=0, ddof=1)
     """
     running_mean = np.asarray(running_mean)
     running_var = np.asarray(running_var)
@@ -161,11 +171,9 @@ def update_running_stats(running_mean, running_var, x, momentum=0.1):
 def batchnorm_inference(x, gamma, beta, running_mean, running_var, eps=1e-5):
     """Batch Normalization in evaluation mode: normalize with the running statistics.
 
-    ::
-
-        out = gamma * (x - running_mean) / sqrt(running_var + eps) + beta
-
-    No batch statistic is used, so each row's output depends on that row only, and
+    The forward pass of training mode with the running mean and the running
+    variance in place of the batch statistics (``eps`` still inside the square
+    root). No batch statistic is used, so each row's output depends on that row only, and
     the layer is an affine map ``out = a * x + b`` per feature.
 
     Parameters
@@ -192,6 +200,12 @@ def batchnorm_inference(x, gamma, beta, running_mean, running_var, eps=1e-5):
     ------
     ValueError
         If ``x`` is not (N, D) or a parameter is not of shape (D,).
+
+    Implementation note
+    -------------------
+    ::
+
+        out = gamma * (x - running_mean) / sqrt(running_var + eps) + beta
     """
     x = np.asarray(x)
     dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float64)

@@ -156,13 +156,8 @@ def batchnorm_backward(dout, cache):
 def batchnorm_backward_compact(dout, cache):
     """Backward pass of training-mode Batch Normalization in closed form.
 
-    With ``dbeta = sum(dout)``, ``dgamma = sum(dout * x_hat)`` (sums over the batch)
-    and ``std = sqrt(var + eps)``::
-
-        dx = gamma / (N * std) * (N * dout - dbeta - x_hat * dgamma)
-
-    i.e. the upstream gradient scaled by ``gamma / std`` with its per-feature mean
-    and its projection on ``x_hat`` removed.
+    The closed form the chapter derives: no intermediate gradient of the graph
+    (``dx_hat``, ``dvar``, ``dmean``) is formed, only whole-batch sums per feature.
 
     Parameters
     ----------
@@ -185,6 +180,16 @@ def batchnorm_backward_compact(dout, cache):
     ------
     ValueError
         If ``dout`` does not have the shape of the cached ``x_hat``.
+
+    Implementation note
+    -------------------
+    With ``dbeta = sum(dout)``, ``dgamma = sum(dout * x_hat)`` (sums over the batch)
+    and ``std = sqrt(var + eps)``::
+
+        dx = gamma / (N * std) * (N * dout - dbeta - x_hat * dgamma)
+
+    i.e. the upstream gradient scaled by ``gamma / std`` with its per-feature mean
+    and its projection on ``x_hat`` removed.
     """
     x_hat, var, gamma, eps = cache["x_hat"], cache["var"], cache["gamma"], cache["eps"]
     dout = np.asarray(dout)

@@ -193,9 +193,14 @@ class BatchNormFunction(torch.autograd.Function):
     (N, C, H, W) and ``gamma``, ``beta`` of shape (C,). Statistics are always
     the batch statistics (training mode); running statistics are not tracked.
 
-    With ``M = N * H * W`` values per channel, ``x_hat`` the normalized input
-    and ``inv_std = 1 / sqrt(var + eps)`` (biased variance), the gradients are,
-    per channel (sums over N, H, W)::
+    ``forward`` saves what ``backward`` needs with ``ctx.save_for_backward``;
+    ``backward`` returns one gradient per input of ``forward`` (``None`` for
+    ``eps``) from chapter 3's compact formula, with the ``M = N * H * W`` values of
+    a channel in the role of chapter 3's ``N`` rows (biased variance).
+
+    Implementation note
+    -------------------
+    Per channel (sums over N, H, W), with ``inv_std = 1 / sqrt(var + eps)``::
 
         dbeta  = sum(dout)
         dgamma = sum(dout * x_hat)

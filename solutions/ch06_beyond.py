@@ -82,14 +82,9 @@ def layernorm_forward(x, gamma, beta, eps=1e-5):
 def layernorm_backward(dout, cache):
     """Layer Normalization, backward pass (compact closed form, per row).
 
-    With ``g = dout * gamma`` (the gradient with respect to ``x_hat``) and sums
-    over the D features of each row::
-
-        dx     = inv_std / D * (D * g - sum(g) - x_hat * sum(g * x_hat))
-        dgamma = sum over rows of dout * x_hat
-        dbeta  = sum over rows of dout
-
-    This is BN's compact backward formula applied to the transposed problem.
+    Chapter 3's compact backward formula applied to the transposed problem: the
+    statistics are per row, so the sums of ``dx`` run over the D features of a
+    row, while ``dgamma`` and ``dbeta`` (per feature) sum over the rows.
 
     Parameters
     ----------
@@ -109,6 +104,15 @@ def layernorm_backward(dout, cache):
     ------
     ValueError
         If ``dout`` does not have the shape of ``cache["x_hat"]``.
+
+    Implementation note
+    -------------------
+    With ``g = dout * gamma`` (the gradient with respect to ``x_hat``) and sums
+    over the D features of each row::
+
+        dx     = inv_std / D * (D * g - sum(g) - x_hat * sum(g * x_hat))
+        dgamma = sum over rows of dout * x_hat
+        dbeta  = sum over rows of dout
     """
     x_hat = cache["x_hat"]
     dout = np.asarray(dout)
@@ -200,13 +204,9 @@ def fold_batchnorm(weight, bias, gamma, beta, running_mean, running_var, eps=1e-
 
     In eval mode ``bn(conv(x)) = scale * (W * x + b - running_mean) + beta``
     with ``scale = gamma / sqrt(running_var + eps)`` per output channel, which
-    is again a convolution, with::
-
-        new_weight[o] = weight[o] * scale[o]
-        new_bias[o]   = (b[o] - running_mean[o]) * scale[o] + beta[o]
-
-    (``b = 0`` when the convolution has no bias), as in
-    ``torch.nn.utils.fusion.fuse_conv_bn_weights``. Valid only for inference:
+    is again a convolution: one whose weight and bias you find by
+    expanding that expression (``b = 0`` when the convolution has no bias). The
+    result must match ``torch.nn.utils.fusion.fuse_conv_bn_weights``. Valid only for inference:
     in training mode BN uses batch statistics.
 
     Parameters
@@ -236,6 +236,13 @@ def fold_batchnorm(weight, bias, gamma, beta, running_mean, running_var, eps=1e-
         If ``weight`` has fewer than 2 dimensions, if any of the per-channel
         arrays is not of shape (C_out,), or if ``running_var + eps`` is not
         positive.
+
+    Implementation note
+    -------------------
+    ::
+
+        new_weight[o] = weight[o] * scale[o]
+        new_bias[o]   = (b[o] - running_mean[o]) * scale[o] + beta[o]
     """
     weight = np.asarray(weight)
     dtype = weight.dtype if np.issubdtype(weight.dtype, np.floating) else np.float64

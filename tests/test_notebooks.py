@@ -167,6 +167,79 @@ def test_class_methods_are_split_and_attributes_kept(fake_solutions):
     assert namespace["Counter"]().twice == 0
 
 
+NOTE_MODULE = textwrap.dedent('''\
+    import numpy as np
+
+
+    def center(x):
+        """Subtract the mean of each column.
+
+        Parameters
+        ----------
+        x : np.ndarray, shape (N, D)
+
+        Implementation note
+        -------------------
+        One line::
+
+            return x - x.mean(axis=0)
+        """
+        return np.asarray(x) - np.asarray(x).mean(axis=0)
+
+
+    class Scaler:
+        """Scale by a constant.
+
+        Implementation note
+        -------------------
+        multiply in __call__
+        """
+
+        factor = 2
+
+        def __call__(self, x):
+            """Scaled ``x``."""
+            return self.factor * x
+''')
+
+
+def test_implementation_note_is_the_instructors(tmp_path):
+    """The docstring section "Implementation note" is left out of the stub and kept, as comments
+    inside the solution markers, in the instructor's (nbgrader's source) version, where the
+    release removes it with the body; the reference keeps working."""
+    (tmp_path / "note_mod.py").write_text(NOTE_MODULE)
+    defs = nbgen.load_definitions("note_mod", tmp_path)
+    for name in ("center", "Scaler"):
+        student = defs[name].render("student")
+        assert "Implementation note" not in student and "x.mean(axis=0)" not in student
+        assert "multiply" not in student and student.count('"""') % 2 == 0
+        instructor = defs[name].render("instructor")
+        assert instructor.index(nbgen.BEGIN_SOLUTION) < instructor.index("# Implementation note")
+        namespace = {"np": np}
+        exec(instructor, namespace)
+        exec(student, {"np": np})
+    assert "        #     return x - x.mean(axis=0)" not in defs["center"].render("instructor")
+    assert "    #     return x - x.mean(axis=0)" in defs["center"].render("instructor")
+    np.testing.assert_array_equal(namespace["Scaler"]()(np.ones(2)), [2.0, 2.0])
+
+
+CODE_STATEMENT = re.compile(r"^\s*[\w\[\], .]+\s*=\s*.*(\.mean\(|\.var\(|\.sum\(|\bnp\.|\btorch\.)")
+
+
+@pytest.mark.parametrize("module", sorted(p.stem for p in (ROOT / "solutions").glob("ch0*.py")))
+def test_no_stub_gives_the_solution_away(module):
+    """A stub states the contract, not the code: none of its lines is a line of the reference's
+    body, and its docstring spells no NumPy/PyTorch computation as a statement."""
+    for name, definition in nbgen.load_definitions(module).items():
+        stub = definition.render("student")
+        body = {re.sub(r"\s+", "", line) for line in definition.solution_text.splitlines()
+                if len(line.strip()) >= 12 and not line.strip().startswith("#")}
+        leaked = [line.strip() for line in stub.splitlines() if re.sub(r"\s+", "", line) in body]
+        assert not leaked, f"{module}.{name}: the stub shows reference lines {leaked}"
+        statements = [line.strip() for line in stub.splitlines() if CODE_STATEMENT.match(line)]
+        assert not statements, f"{module}.{name}: the stub's docstring spells the code: {statements}"
+
+
 def test_function_without_docstring_is_refused(tmp_path):
     (tmp_path / "bad.py").write_text("def f(x):\n    return x\n")
     with pytest.raises(nbgen.SourceError, match="f .*no docstring"):
