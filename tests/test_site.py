@@ -108,3 +108,56 @@ def test_pages_show_the_lesson_not_the_build(pages):
         assert "public checks passed" not in text, f"{name}: a check reports on the reference"
         assert "chapter executed in" not in text, f"{name}: the build's timing is shown"
         assert "genindex.html" not in page, f"{name}: links to the (empty) general index"
+
+
+# ------------------------------------------------------------------ cross-chapter references
+
+TOC_CHAPTERS = [c["file"] for c in __import__("yaml").safe_load((ROOT / "_toc.yml").read_text())
+                ["parts"][0]["chapters"]]
+BOOK_SOURCES = [*CHAPTERS, ROOT / "intro.md", *(ROOT / f"{f}.md" for f in TOC_CHAPTERS if "/" not in f)]
+MENTION = re.compile(r"(?<![\w`<{/])[Cc]hapters? \d")
+
+
+def prose(text: str) -> str:
+    """The Markdown prose of a chapter: code cells, code blocks and display math removed."""
+    text = re.sub(r"^(`{3,})(\{code-cell\}|\{code-block\}|\w+).*?^\1\s*$", "", text, flags=re.S | re.M)
+    return re.sub(r"^\$\$.*?^\$\$.*?$", "", text, flags=re.S | re.M)
+
+
+@pytest.mark.parametrize("path", BOOK_SOURCES, ids=lambda p: p.stem)
+def test_every_chapter_mention_is_a_link_to_that_chapter(path):
+    """A reader can follow every "chapter N" of the prose, and it leads to the N-th chapter of
+    the table of contents (a {doc} link Sphinx checks; a placeholder page keeps a chapter's
+    number until the chapter exists). Sphinx's -n cannot see a mention that is not a link, nor
+    a link to the wrong chapter."""
+    text = prose(path.read_text(encoding="utf-8"))
+    links = re.findall(r"\{doc\}`([^`<\n]*)<([^`>\n]+)>`", text)
+    for title, target in links:
+        number = re.search(r"\d", title)
+        if number:
+            expected = "/" + TOC_CHAPTERS[int(number[0]) - 1]
+            assert target.strip() == expected, f"{path.name}: '{title.strip()}' links to {target}, not {expected}"
+    unlinked = MENTION.findall(re.sub(r"`[^`\n]*`", "", re.sub(r"\{[\w:-]+\}`[^`\n]*`", "", text)))
+    assert not unlinked, f"{path.name}: mentions that are not links: {unlinked}"
+
+
+def test_every_internal_link_of_the_site_resolves(pages):
+    """Every link between pages points at a built page and, with a #fragment, at an id on it."""
+    ids = {path: set(re.findall(r"\bid=\"([^\"]+)\"", page)) for path, page in pages.items()}
+    broken = []
+    for path, page in pages.items():
+        for href in re.findall(r"<a\b[^>]*\bhref=\"([^\"]+)\"", page):
+            href = html.unescape(href)
+            if re.match(r"^[a-z][a-z0-9+.-]*:", href) or href.startswith(("_sources/", "../_sources/")):
+                continue
+            file, _, fragment = href.partition("#")
+            target = (path.parent / file).resolve() if file else path
+            if target.is_dir():
+                target = target / "index.html"
+            if target.suffix != ".html":
+                if not target.exists():
+                    broken.append(f"{path.relative_to(SITE)} -> {href}")
+                continue
+            if target not in ids or (fragment and fragment not in ids[target]):
+                broken.append(f"{path.relative_to(SITE)} -> {href}")
+    assert not broken, "links that point nowhere:\n" + "\n".join(sorted(set(broken))[:20])
