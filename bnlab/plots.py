@@ -69,18 +69,24 @@ def load_label(prov: dict) -> str:
 
 def describe_provenance_caveats(results: dict) -> str:
     """Warnings about how recorded results were measured, made from their provenance: runs on a
-    loaded machine (a load average above the number of cores, which slows timings and makes
-    them noisy) and runs from a tree with uncommitted changes (``-dirty`` revisions, whose code
-    the revision alone does not identify). Empty when there is nothing to warn about."""
+    loaded machine and runs from a tree with uncommitted changes (``-dirty`` revisions, whose code
+    the revision alone does not identify). Empty when there is nothing to warn about.
+
+    A run's own threads count in the load average (and so does the previous experiment of the
+    same command, in the start value), so a machine is called loaded when the load beyond the
+    run's ``torch_threads`` exceeds half of its cores (without that number: when the load exceeds
+    the cores): other processes then competed for them."""
     loaded, dirty = [], []
     for name, r in results.items():
         if r is None:
             continue
         prov = r["provenance"]
         cores = prov.get("cpu_count") or 1
+        own = prov.get("torch_threads") or 0
         loads = [*(prov.get("load_average_start") or [])[:1], *(prov.get("load_average") or [])[:1]]
-        if loads and max(loads) > cores:
-            loaded.append(f"{name} ({max(loads):.1f} on {cores} cores)")
+        if loads and (max(loads) - own > cores / 2 if own else max(loads) > cores):
+            loaded.append(f"{name} ({max(loads):.1f} on {cores} cores, {own} of it its own threads)" if own
+                          else f"{name} ({max(loads):.1f} on {cores} cores)")
         if str(prov.get("git", "")).endswith("-dirty"):
             dirty.append(name)
     lines = []

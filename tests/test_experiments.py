@@ -561,8 +561,13 @@ def test_provenance_caveats_name_loaded_and_dirty_runs():
                             "git": "0123456789ab"}}
     loaded = {"provenance": {"cpu_count": 2, "load_average_start": [7.5, 1, 1], "load_average": [1.0, 1, 1],
                              "git": "0123456789ab-dirty"}}
-    assert plots.describe_provenance_caveats({"a": quiet, "b": None}) == ""
-    text = plots.describe_provenance_caveats({"a": quiet, "b": loaded})
-    assert "loaded machine**: b (7.5 on 2 cores)" in text and "uncommitted changes** (`-dirty`): b." in text
+    busy_by_itself = {"provenance": {"cpu_count": 2, "torch_threads": 2, "load_average_start": [2.0, 1, 1],
+                                     "load_average": [2.25, 1, 1], "git": "0123456789ab"}}
+    busy_with_others = {"provenance": {"cpu_count": 2, "torch_threads": 1, "load_average_start": [0.2, 1, 1],
+                                       "load_average": [2.3, 1, 1], "git": "0123456789ab"}}
+    assert plots.describe_provenance_caveats({"a": quiet, "b": None, "c": busy_by_itself}) == ""
+    text = plots.describe_provenance_caveats({"a": quiet, "b": loaded, "c": busy_with_others})
+    assert "loaded machine**: b (7.5 on 2 cores), c (2.3 on 2 cores, 1 of it its own threads)" in text
+    assert "uncommitted changes** (`-dirty`): b." in text
     assert plots.load_label(quiet["provenance"]) == "0.5 → 1.9"
     assert plots.load_label({}) == "not recorded"
