@@ -161,3 +161,15 @@ def test_every_internal_link_of_the_site_resolves(pages):
             if target not in ids or (fragment and fragment not in ids[target]):
                 broken.append(f"{path.relative_to(SITE)} -> {href}")
     assert not broken, "links that point nowhere:\n" + "\n".join(sorted(set(broken))[:20])
+
+
+def test_every_numbered_figure_is_a_picture(pages):
+    """A table printed by a figure cell would become a numbered "figure" repeating the caption:
+    every figure of the site holds an image, and no caption appears twice on a page."""
+    for path, page in pages.items():
+        figures = re.findall(r"<figure\b[^>]*>(.*?)</figure>", page, flags=re.S)
+        without = [f for f in figures if "<img" not in f]
+        assert not without, f"{path.relative_to(SITE)}: {len(without)} figure(s) without an image"
+        captions = re.findall(r'<span class="caption-text">(.*?)</span>', page, flags=re.S)
+        repeated = {c[:60] for c in captions if captions.count(c) > 1}
+        assert not repeated, f"{path.relative_to(SITE)}: captions repeated: {sorted(repeated)}"
