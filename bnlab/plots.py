@@ -426,5 +426,62 @@ def table_throughput(results: list[dict]) -> str:
                            "load average (start / end)"], rows)
 
 
-__all__ = [name for name in dir() if name.startswith(("plot_", "table_"))] + [
+
+def plot_layer_statistics(stats: dict):
+    """Inside the network, with and without BN (``stats`` maps "with BN" / "without BN" to
+    :func:`bnlab.train.layer_statistics` results): left, the spread of each ReLU layer's output
+    at initialization and after training; middle, the spread of the gradient reaching it;
+    right, each weight's update-to-weight ratio per step (log10), with the 1e-3 guide."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    colors = {"with BN": BN_COLOR, "without BN": NO_BN_COLOR}
+    for label, st in stats.items():
+        color = colors.get(label, "black")
+        depth = np.arange(1, len(st["layers"]) + 1)
+        act = np.asarray(st["activation_std"])
+        grad = np.asarray(st["activation_grad_std"])
+        axes[0].semilogy(depth, act[0], "o-", color=color, label=f"{label}, step 1")
+        axes[0].semilogy(depth, act[-1], "s--", color=color, alpha=0.7, label=f"{label}, step {len(act)}")
+        axes[1].semilogy(depth, grad[0], "o-", color=color, label=f"{label}, step 1")
+        axes[1].semilogy(depth, grad[-1], "s--", color=color, alpha=0.7, label=f"{label}, step {len(grad)}")
+        ratio = np.log10(np.asarray(st["update_ratio"]))
+        n = ratio.shape[1]
+        for j in range(n):
+            axes[2].plot(np.arange(1, len(ratio) + 1), smooth(ratio[:, j]), color=color,
+                         alpha=0.35 + 0.65 * (j + 1) / n, lw=1.2, label=label if j == n - 1 else None)
+    axes[2].axhline(-3, color="gray", ls=":", lw=1)
+    axes[0].set_title("ReLU outputs: standard deviation")
+    axes[1].set_title("gradient reaching each ReLU output: std")
+    axes[2].set_title("update / weight, per layer (log10)")
+    for ax in axes[:2]:
+        ax.set_xlabel("ReLU layer (depth)")
+        ax.set_xticks(np.arange(1, max(len(st["layers"]) for st in stats.values()) + 1))
+    axes[2].set_xlabel("training step")
+    axes[2].set_ylabel("log10 std(update) / std(weight)")
+    for ax in axes:
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def describe_layer_statistics(stats: dict) -> str:
+    """Sentences on :func:`plot_layer_statistics`' data: how the activations and the gradients
+    change with depth at initialization, and the typical update-to-weight ratio."""
+    lines = []
+    for label, st in stats.items():
+        act = np.asarray(st["activation_std"])[0]
+        grad = np.asarray(st["activation_grad_std"])[0]
+        ratio = np.log10(np.asarray(st["update_ratio"]))
+        per_layer = (act[-1] / act[0]) ** (1 / max(len(act) - 1, 1))
+        lines.append(
+            f"- **{label}**: at initialization the ReLU outputs' standard deviation goes from {act[0]:.3g} in "
+            f"the first layer to {act[-1]:.3g} in the last (×{per_layer:.2f} per layer), and the gradient "
+            f"reaching them from {grad[-1]:.2g} at the last layer to {grad[0]:.2g} at the first "
+            f"(the first layer gets {grad[0] / grad[-1]:.2g} times the last layer's). The updates move the weights by "
+            f"10^{np.median(ratio[0]):.1f} of their size in the first step (median over layers) and "
+            f"10^{np.median(ratio[-len(ratio) // 5:]):.1f} over the last fifth of the steps.")
+    return "\n".join(lines)
+
+
+__all__ = [name for name in dir() if name.startswith(("plot_", "table_", "describe_"))] + [
     "smooth", "source_label", "markdown_table", "outcome", "CHANCE"]

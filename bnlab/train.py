@@ -632,8 +632,64 @@ def time_training_steps(models: dict, x: torch.Tensor, y: torch.Tensor, steps: i
     return out
 
 
+
+def layer_statistics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 100, lr: float = 0.05,
+                     batch_size: int = 64, momentum: float = 0.9, weight_decay: float = 0.0, seed: int = 0) -> dict:
+    """What happens inside ``model`` while SGD trains it: per layer, the spread of the
+    activations and of their gradients, and the size of each update relative to the weights.
+
+    The layers are the model's ``nn.ReLU`` modules (activations, in order of depth) and the
+    weights of its ``nn.Conv2d`` and ``nn.Linear`` modules. ``steps`` SGD steps (constant ``lr``,
+    PyTorch's momentum) are taken on batches of ``batch_size`` drawn with ``seed``.
+
+    Returns
+    -------
+    dict of lists
+        ``activation_std``, ``dead_fraction`` (share of exactly-zero ReLU outputs) and
+        ``activation_grad_std``: shape (steps, n_relu), measured in each step's forward and
+        backward pass (step 0 is the network at initialization); ``update_ratio``: shape
+        (steps, n_weights), ``std(w_after - w_before) / std(w_before)`` of each step;
+        ``loss``: shape (steps,); ``layers``, ``weights``: the names of the modules.
+    """
+    relus = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ReLU)]
+    weights = [(name, m.weight) for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    if not relus or not weights:
+        raise ValueError("layer_statistics needs a model with nn.ReLU modules and Conv2d/Linear weights")
+    captured: list[torch.Tensor] = []
+
+    def keep(_module, _inputs, output):
+        output.retain_grad()
+        captured.append(output)
+
+    hooks = [m.register_forward_hook(keep) for _, m in relus]
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    out = {key: [] for key in ("activation_std", "dead_fraction", "activation_grad_std", "update_ratio", "loss")}
+    model.train()
+    try:
+        for _ in range(steps):
+            idx = torch.randint(0, x.shape[0], (batch_size,), generator=generator).to(x.device)
+            captured.clear()
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            before = [w.detach().clone() for _, w in weights]
+            optimizer.step()
+            out["loss"].append(loss.item())
+            out["activation_std"].append([float(a.detach().std()) for a in captured])
+            out["dead_fraction"].append([float((a.detach() == 0).float().mean()) for a in captured])
+            out["activation_grad_std"].append([float(a.grad.std()) for a in captured])
+            out["update_ratio"].append([float((w.detach() - b).std() / b.std()) for (_, w), b in zip(weights, before)])
+    finally:
+        for h in hooks:
+            h.remove()
+    out["layers"] = [name for name, _ in relus]
+    out["weights"] = [name for name, _ in weights]
+    return out
+
+
 __all__ = [
     "TrainConfig", "Data", "lr_at", "make_data", "load_data", "augment_batch", "build_model", "train",
-    "evaluate_in_train_mode", "time_training_steps", "classifier_sharpness", "stable_lr_bound",
+    "evaluate_in_train_mode", "time_training_steps", "classifier_sharpness", "stable_lr_bound", "layer_statistics",
     "autocast_context", "select_device",
 ]

@@ -346,3 +346,30 @@ def test_stable_lr_bound_rejects_bad_input():
         btrain.stable_lr_bound(0.0)
     with pytest.raises(ValueError, match="momentum"):
         btrain.stable_lr_bound(1.0, momentum=1.0)
+
+
+def test_layer_statistics_measure_what_they_say():
+    """Shapes and names; the update ratio of plain SGD is lr * std(grad) / std(w), with the
+    gradient computed independently on the same batch; dead fractions are shares."""
+    from bnlab.train import layer_statistics
+    from solutions.ch04_cnn import make_cnn
+
+    data = make_data(*synthetic_arrays(n_train=64, n_test=8), device="cpu")
+    x, y = data.x_train, data.y_train
+    torch.manual_seed(0)
+    model = make_cnn(True, width=4)
+    twin = copy.deepcopy(model)
+    stats = layer_statistics(model, x, y, steps=3, lr=0.1, batch_size=16, momentum=0.0, seed=3)
+    assert stats["layers"] == ["2", "5", "9", "12"] and len(stats["weights"]) == 5
+    for key, width in (("activation_std", 4), ("dead_fraction", 4), ("activation_grad_std", 4),
+                       ("update_ratio", 5)):
+        assert np.asarray(stats[key]).shape == (3, width), key
+    assert all(0 <= f <= 1 for row in stats["dead_fraction"] for f in row)
+    idx = torch.randint(0, x.shape[0], (16,), generator=torch.Generator().manual_seed(3))
+    twin.train()
+    torch.nn.functional.cross_entropy(twin(x[idx]), y[idx]).backward()
+    weights = [m.weight for m in twin.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    expected = [float(0.1 * w.grad.std() / w.detach().std()) for w in weights]
+    np.testing.assert_allclose(stats["update_ratio"][0], expected, rtol=1e-4)
+    with pytest.raises(ValueError, match="nn.ReLU"):
+        layer_statistics(torch.nn.Linear(3, 2), x.flatten(1)[:, :3], y)
