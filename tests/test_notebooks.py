@@ -87,10 +87,14 @@ def test_instructor_variant_is_the_reference(path):
                                  [c for c in chapter_cells if nbgen.is_exercise(c)]):
         module = nbgen.exercise_imports(source_cell)[0][0]
         definitions = nbgen.load_definitions(module)
-        module_source = (ROOT / "solutions" / f"{module}.py").read_text()
+        # the reference's source without its docstrings' implementation notes (the instructor
+        # version carries them as comments in the body) and without comment lines
+        module_source = re.sub(r"\n\s*" + nbgen.IMPLEMENTATION_NOTE + r"\n\s*-+\n.*?(?=\n\s*\"\"\"\n)", "",
+                               (ROOT / "solutions" / f"{module}.py").read_text(), flags=re.S)
+        module_source = "\n".join(line for line in module_source.splitlines() if not line.strip().startswith("#"))
         unmarked = "\n".join(
             line for line in cell.source.splitlines()
-            if line.strip() not in (nbgen.BEGIN_SOLUTION, nbgen.END_SOLUTION)
+            if line.strip() not in (nbgen.BEGIN_SOLUTION, nbgen.END_SOLUTION) and not line.strip().startswith("#")
         )
         for block in unmarked.split("\n\n\n"):
             assert block.strip() in module_source
