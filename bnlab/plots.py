@@ -100,9 +100,14 @@ def describe_provenance_caveats(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _as_float(values) -> np.ndarray:
+    """A recorded loss curve as floats (None, a non-finite loss saved as null, becomes NaN)."""
+    return np.array([np.nan if v is None else float(v) for v in values], dtype=float)
+
+
 def smooth(values, window: int | None = None) -> np.ndarray:
     """Moving average of a loss curve (None and non-finite values become NaN and are skipped)."""
-    y = np.array([np.nan if v is None else float(v) for v in values], dtype=float)
+    y = _as_float(values)
     if window is None:
         window = max(1, len(y) // 40)
     if window <= 1 or len(y) == 0:
@@ -143,10 +148,6 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
 
 
 LOSS_CAP = 100.0  # losses above this (diverging runs) are drawn as markers on the top edge
-
-
-def _as_float(step_loss) -> np.ndarray:
-    return np.array([np.nan if v is None else float(v) for v in step_loss], dtype=float)
 
 
 def _shown_loss(step_loss, raw: bool) -> np.ndarray:
