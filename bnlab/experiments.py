@@ -1,4 +1,4 @@
-"""The experiments of chapters 4 and 6, from the command line or from a notebook.
+"""The experiments of chapters 4, 5 and 6, from the command line or from a notebook.
 
 Chapter 4's experiments (each writes ``results/ch04_<name>.json``)::
 
@@ -10,6 +10,19 @@ Chapter 4's experiments (each writes ``results/ch04_<name>.json``)::
     custom_bn    the same CNN trained with nn.BatchNorm2d, the course's BatchNorm2d module and
                  its BatchNormFunction; curves and time per training step
 
+Chapter 5's experiments (each writes ``results/ch05_<name>.json``; the code is in
+:mod:`bnlab.covariate_shift`)::
+
+    percentiles  Ioffe & Szegedy's Fig. 1: a 3 x 100 sigmoid MLP with and without BN, test accuracy
+                 and the 15/50/85th percentiles of one last-layer sigmoid's input over training
+    noisy_bn     Santurkar et al.'s noisy BN: standard, BN, noisy-BN and standard+noise CNNs
+    ics          ICS through gradients (Definition 2.1): the CNN at two learning rates, and the
+                 25-layer deep linear network
+    landscape    loss range, gradient predictiveness and effective beta-smoothness along the gradient
+    gamma_beta   Frankle et al.: frozen random weights, only BN's gamma and beta trained
+    depth_growth at initialization: gradient growth per layer in deep BN MLPs without skips
+                 (Yang et al.) and activation growth in residual blocks without BN (Bjorck et al.)
+
 Chapter 6's experiments (each writes ``results/ch06_<name>.json``)::
 
     small_batch  BN, GroupNorm, LayerNorm and no normalization across batch sizes, every run the
@@ -19,19 +32,20 @@ Chapter 6's experiments (each writes ``results/ch06_<name>.json``)::
     folding      inference with BN folded into the preceding convolutions (torch.fx's fuse and
                  a fold function) vs unfolded: largest logit difference and time per batch
 
-Selectors on the command line: an experiment's name, ``ch04`` or ``ch06`` (that chapter's
+Selectors on the command line: an experiment's name, ``ch04``, ``ch05`` or ``ch06`` (that chapter's
 experiments), ``all`` (every experiment of every chapter) and ``list`` (print the
 configurations of the selected experiments, or of all, instead of running them).
 
 Profiles: ``--quick`` (seconds to a few minutes on a CPU, what the chapters run live),
 ``--record-cpu`` (the reduced run recorded on a 2-core CPU: chapter 4 about 25 minutes,
-chapter 6 about 20) and ``--full`` (the whole data set, meant for a GPU).
+chapter 5 about 20, chapter 6 about 20) and ``--full`` (the whole data set, meant for a GPU).
 
 Examples::
 
     python -m bnlab.experiments --help
     python -m bnlab.experiments lr_sweep --quick --out /tmp/results
     python -m bnlab.experiments ch04 --record-cpu           # writes results/ch04_*.json
+    python -m bnlab.experiments ch05 --record-cpu           # writes results/ch05_*.json
     python -m bnlab.experiments small_batch folding --record-cpu   # results/ch06_*.json
     python -m bnlab.experiments all --full --device cuda
     python -m bnlab.experiments lr_sweep --full --set epochs=20 --set lrs=0.05,0.2
@@ -58,6 +72,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bnlab import covariate_shift
 from bnlab.device import PROJECT_ROOT, git_revision, load_average, provenance, seed_everything, select_device
 from bnlab.models import replace_batchnorm
 from bnlab.train import (TrainConfig, build_model, classifier_sharpness, evaluate_in_train_mode, load_data,
@@ -122,6 +137,104 @@ EXPERIMENTS = {
         "full": dict(variants=["torch", "module", "function"], timing_batch=256, timing_steps=20,
                      timing_repeats=7, compile=False, epochs=5),
     },
+    # ---------------------------------------------------------------- chapter 5
+    # Every chapter-5 run is plain SGD at a constant learning rate (no momentum, no weight decay,
+    # no schedule), as in Ioffe & Szegedy's Sec. 4.1 and Santurkar et al.'s App. A.1.
+    # percentiles: Ioffe & Szegedy's Fig. 1 (3 x 100 sigmoid MLP, batch 60, 50,000 steps); lr 0.1
+    # and init_std 0.1 are this course's choices (the paper gives neither).
+    "percentiles": {
+        "chapter": "ch05",
+        "doc": "Ioffe & Szegedy's Fig. 1: a sigmoid MLP with and without BN, percentiles of a sigmoid's input",
+        "hooks": ("evaluate",),
+        "quick": dict(train_size=10000, test_size=2000, steps=3000, record_every=100, batch_size=60, lr=0.1,
+                      hidden=100, layers=3, init_std=0.1, unit=0, probe_size=1000, loss_points=100),
+        "record-cpu": dict(train_size=None, test_size=None, steps=50000, record_every=500, batch_size=60, lr=0.1,
+                           hidden=100, layers=3, init_std=0.1, unit=0, probe_size=10000, loss_points=200),
+        "full": dict(train_size=None, test_size=None, steps=50000, record_every=250, batch_size=60, lr=0.1,
+                     hidden=100, layers=3, init_std=0.1, unit=0, probe_size=10000, loss_points=200),
+    },
+    # noisy_bn: Santurkar et al. Sec. 2.1 with Algorithm 1's constants (the NoisyBatchNorm2d
+    # defaults); the activations are those entering ReLU activation_block (0-based) of the CNN.
+    "noisy_bn": {
+        "chapter": "ch05",
+        "doc": "Santurkar et al.'s noisy BN: standard, BN, noisy-BN and standard+noise CNNs",
+        "hooks": ("make_cnn", "evaluate", "noisy_bn"),
+        "quick": dict(train_size=4000, test_size=1000, train_eval_size=500, width=8, steps=300, batch_size=64,
+                      lr=0.1, record_every=25, variants=["standard", "bn", "noisy_bn", "standard_noise"],
+                      activation_block=2, channel=0, loss_points=100),
+        "record-cpu": dict(train_size=20000, test_size=2000, train_eval_size=1000, width=16, steps=2000,
+                           batch_size=64, lr=0.1, record_every=50,
+                           variants=["standard", "bn", "noisy_bn", "standard_noise"], activation_block=2,
+                           channel=0, loss_points=200),
+        "full": dict(train_size=None, test_size=None, train_eval_size=5000, width=32, steps=15000, batch_size=128,
+                     lr=0.1, record_every=250, variants=["standard", "bn", "noisy_bn", "standard_noise"],
+                     activation_block=2, channel=0, loss_points=300),
+    },
+    # ics: Definition 2.1 at Santurkar et al.'s learning rates (VGG: 0.1 and 0.01; DLN: 1e-6 and
+    # 1e-7); layers are 0-based indices into the weighted layers (the CNN: conv1..conv4, linear).
+    "ics": {
+        "chapter": "ch05",
+        "doc": "internal covariate shift through gradients (Santurkar et al. Def. 2.1): CNN and deep linear network",
+        "hooks": ("make_cnn", "evaluate", "measure_ics"),
+        "quick": dict(train_size=4000, test_size=1000, width=8, steps=200, batch_size=64, lrs=[0.1, 0.01],
+                      record_every=20, layers=[1, 3], dln_depth=25, dln_width=10, dln_examples=1000,
+                      dln_lrs=[1e-6, 1e-7], dln_steps=1000, dln_record_every=100, dln_layers=[4, 12, 20],
+                      loss_points=100),
+        "record-cpu": dict(train_size=20000, test_size=2000, width=16, steps=1500, batch_size=64, lrs=[0.1, 0.01],
+                           record_every=50, layers=[1, 3], dln_depth=25, dln_width=10, dln_examples=1000,
+                           dln_lrs=[1e-6, 1e-7], dln_steps=10000, dln_record_every=250, dln_layers=[4, 12, 20],
+                           loss_points=200),
+        "full": dict(train_size=None, test_size=None, width=32, steps=15000, batch_size=128, lrs=[0.1, 0.01],
+                     record_every=250, layers=[1, 3], dln_depth=25, dln_width=10, dln_examples=1000,
+                     dln_lrs=[1e-6, 1e-7], dln_steps=10000, dln_record_every=100, dln_layers=[4, 12, 20],
+                     loss_points=300),
+    },
+    # landscape: multipliers span Santurkar et al.'s [1/2, 4] x the learning rate.
+    "landscape": {
+        "chapter": "ch05",
+        "doc": "the loss landscape along the gradient (Santurkar et al. Sec. 3.2): loss range, gradient "
+               "predictiveness, effective beta-smoothness",
+        "hooks": ("make_cnn", "evaluate", "landscape_along_gradient"),
+        "quick": dict(train_size=4000, test_size=1000, width=8, steps=200, batch_size=64, lr=0.1, record_every=20,
+                      multipliers=[0.5, 1.0, 2.0, 4.0], loss_points=100),
+        "record-cpu": dict(train_size=20000, test_size=2000, width=16, steps=1500, batch_size=64, lr=0.1,
+                           record_every=50, multipliers=[0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0], loss_points=200),
+        "full": dict(train_size=None, test_size=None, width=32, steps=15000, batch_size=128, lr=0.1,
+                     record_every=250, multipliers=[0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0], loss_points=300),
+    },
+    # gamma_beta: Frankle et al.'s experiment on chapter 4's BN CNN; lrs per choice of trained
+    # parameters (SGD with momentum).
+    "gamma_beta": {
+        "chapter": "ch05",
+        "doc": "Frankle et al.: frozen random weights, only BN's gamma and beta trained",
+        "hooks": ("make_cnn", "evaluate"),
+        "quick": dict(train_size=4000, test_size=1000, width=16, steps=300, batch_size=64, momentum=0.9,
+                      trained=["all", "bn_only", "classifier_only"],
+                      lrs={"all": 0.02, "bn_only": 0.1, "classifier_only": 0.02}, small_gamma=0.1,
+                      loss_points=100),
+        "record-cpu": dict(train_size=20000, test_size=2000, width=32, steps=1500, batch_size=64, momentum=0.9,
+                           trained=["all", "bn_only", "classifier_only"],
+                           lrs={"all": 0.02, "bn_only": 0.1, "classifier_only": 0.02}, small_gamma=0.1,
+                           loss_points=200),
+        "full": dict(train_size=None, test_size=None, width=64, steps=10000, batch_size=128, momentum=0.9,
+                     trained=["all", "bn_only", "classifier_only"],
+                     lrs={"all": 0.02, "bn_only": 0.1, "classifier_only": 0.02}, small_gamma=0.1,
+                     loss_points=300),
+    },
+    # depth_growth: no data (Gaussian inputs); trim layers at each end of the fit.
+    "depth_growth": {
+        "chapter": "ch05",
+        "doc": "at initialization: gradient growth in deep BN MLPs without skips (Yang et al.), activation "
+               "growth in residual blocks without BN (Bjorck et al.)",
+        "hooks": (),
+        "needs_data": False,
+        "quick": dict(growth_width=256, growth_depth=30, growth_batches=[32, 256], trials=2, trim=4,
+                      residual_blocks=30, residual_batch=256),
+        "record-cpu": dict(growth_width=512, growth_depth=50, growth_batches=[16, 64, 256, 1024], trials=5, trim=5,
+                           residual_blocks=50, residual_batch=1024),
+        "full": dict(growth_width=1024, growth_depth=50, growth_batches=[16, 64, 256, 1024, 4096], trials=10,
+                     trim=5, residual_blocks=50, residual_batch=4096),
+    },
     # ---------------------------------------------------------------- chapter 6
     # small_batch: every run takes max_steps steps (epochs are derived per batch size), with
     # the same onecycle schedule and the same peak lr for every batch size and normalization.
@@ -165,7 +278,7 @@ EXPERIMENTS = {
                      augment=False),
     },
 }
-CHAPTERS = ("ch04", "ch06")
+CHAPTERS = ("ch04", "ch05", "ch06")
 CHAPTER_NAMES = {ch: tuple(k for k, v in EXPERIMENTS.items() if v["chapter"] == ch) for ch in CHAPTERS}
 NAMES = CHAPTER_NAMES["ch04"]      # chapter 4's experiments (what its notebook lists)
 ALL_NAMES = tuple(EXPERIMENTS)     # every experiment of every chapter
@@ -178,7 +291,8 @@ def default_config(name: str, profile: str = "quick") -> dict:
         raise ValueError(f"unknown experiment {name!r}; choose one of {', '.join(ALL_NAMES)}")
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
-    cfg = copy.deepcopy(BASE[profile])
+    # chapter 5's experiments configure everything themselves (no CNN training schedule to share)
+    cfg = copy.deepcopy(BASE[profile]) if EXPERIMENTS[name]["chapter"] != "ch05" else {}
     cfg.update(copy.deepcopy(EXPERIMENTS[name][profile]))
     return cfg
 
@@ -647,7 +761,14 @@ def exp_folding(cfg, data, device, hooks, progress):
 
 RUNNERS = {"lr_sweep": exp_lr_sweep, "init_scale": exp_init_scale, "batch_size": exp_batch_size,
            "eval_bug": exp_eval_bug, "custom_bn": exp_custom_bn, "small_batch": exp_small_batch,
-           "folding": exp_folding}
+           "folding": exp_folding, "percentiles": covariate_shift.exp_percentiles,
+           "noisy_bn": covariate_shift.exp_noisy_bn, "ics": covariate_shift.exp_ics,
+           "landscape": covariate_shift.exp_landscape, "gamma_beta": covariate_shift.exp_gamma_beta,
+           "depth_growth": covariate_shift.exp_depth_growth}
+# where each hook's reference lives (what a result names when the reference ran)
+HOOK_REFERENCES = {"fold": "solutions.ch06_beyond", "measure_ics": "solutions.ch05_covariate_shift",
+                   "landscape_along_gradient": "solutions.ch05_covariate_shift",
+                   "noisy_bn": "solutions.ch05_covariate_shift (NoisyBatchNorm2d)"}
 
 
 def _ref(name):
@@ -664,14 +785,16 @@ def _describe(fn, reference: str = "solutions.ch04_cnn"):
 
 def run(name: str, quick: bool = True, *, profile: str | None = None, device="auto", seed: int = 0,
         progress: bool = False, out: Path | str | None = None, data=None, make_cnn=None, evaluate=None,
-        bn_module=None, bn_function=None, fold=None, data_root=None, **overrides) -> dict:
+        bn_module=None, bn_function=None, fold=None, measure_ics=None, landscape_along_gradient=None,
+        noisy_bn=None, data_root=None, **overrides) -> dict:
     """Run experiment ``name`` and return its result (the JSON document as a dict).
 
     Parameters
     ----------
     name : str
         One of ``lr_sweep``, ``init_scale``, ``batch_size``, ``eval_bug``, ``custom_bn``
-        (chapter 4), ``small_batch``, ``folding`` (chapter 6).
+        (chapter 4), ``percentiles``, ``noisy_bn``, ``ics``, ``landscape``, ``gamma_beta``,
+        ``depth_growth`` (chapter 5), ``small_batch``, ``folding`` (chapter 6).
     quick : bool
         The ``quick`` profile (default) or, if False, the ``full`` one.
     profile : str, optional
@@ -688,11 +811,13 @@ def run(name: str, quick: bool = True, *, profile: str | None = None, device="au
     data : bnlab.train.Data, optional
         Data already on the device (else Fashion-MNIST is loaded with the profile's subset
         sizes).
-    make_cnn, evaluate, bn_module, bn_function, fold : optional
+    make_cnn, evaluate, bn_module, bn_function, fold, measure_ics, landscape_along_gradient, noisy_bn : optional
         Implementations to use instead of the course's reference (a chapter passes the
         student's). ``bn_module`` and ``bn_function`` serve chapter 4's experiments only;
         ``fold`` (``fold_batchnorm(weight, bias, gamma, beta, running_mean, running_var,
-        eps)`` on NumPy arrays) the ``folding`` experiment only.
+        eps)`` on NumPy arrays) the ``folding`` experiment only; ``measure_ics`` the ``ics``
+        experiment, ``landscape_along_gradient`` the ``landscape`` experiment and ``noisy_bn``
+        (a class like ``NoisyBatchNorm2d``, called with the number of channels) ``noisy_bn``.
     **overrides
         Changes to the configuration (e.g. ``train_size=2000``, ``lrs=[0.1]``).
 
@@ -716,20 +841,23 @@ def run(name: str, quick: bool = True, *, profile: str | None = None, device="au
     load_at_start = load_average()
     revision = git_revision()          # the code that runs, before anyone changes the tree
     t0 = time.perf_counter()
-    if data is None:
+    needs_data = EXPERIMENTS[name].get("needs_data", True)
+    if data is None and needs_data:
         data = load_data(dev, cfg.get("train_size"), cfg.get("test_size"), seed=seed, root=data_root)
-    elif data.device != dev:
+    elif data is not None and data.device != dev:
         raise ValueError(f"data is on {data.device}, the experiment runs on {dev}")
     hooks = {k: v for k, v in (("make_cnn", make_cnn), ("evaluate", evaluate), ("bn_module", bn_module),
-                               ("bn_function", bn_function), ("fold", fold)) if v is not None}
+                               ("bn_function", bn_function), ("fold", fold), ("measure_ics", measure_ics),
+                               ("landscape_along_gradient", landscape_along_gradient), ("noisy_bn", noisy_bn))
+             if v is not None}
     accepted = EXPERIMENTS[name].get("hooks", CH04_HOOKS)
     if set(hooks) - set(accepted):
         raise ValueError(f"{name} does not use {sorted(set(hooks) - set(accepted))}; it takes {', '.join(accepted)}")
     results = RUNNERS[name](cfg, data, dev, hooks, progress)
     wall = time.perf_counter() - t0
-    cfg["data"] = dict(data.info)
-    cfg["implementations"] = {k: _describe(hooks.get(k), "solutions.ch06_beyond" if k == "fold" else
-                                           "solutions.ch04_cnn") for k in accepted}
+    cfg["data"] = dict(data.info) if data is not None else None
+    cfg["implementations"] = {k: _describe(hooks.get(k), HOOK_REFERENCES.get(k, "solutions.ch04_cnn"))
+                              for k in accepted}
     result = {
         "experiment": name,
         "schema_version": SCHEMA_VERSION,
@@ -794,11 +922,13 @@ def summarize(result: dict) -> str:
         lines.append(f"  train mode, class-sorted batches: {res['sorted']['train_mode_acc']:.4f}")
     if "step_time_ratio_to_torch" in res:
         lines.append(f"  step time / nn.BatchNorm2d: {res['step_time_ratio_to_torch']}")
+    if result["experiment"] in covariate_shift.SUMMARIES:
+        lines.extend(covariate_shift.SUMMARIES[result["experiment"]](res))
     return "\n".join(lines)
 
 
 def select(selectors) -> list[str]:
-    """The experiments named by ``selectors`` (names, ``ch04``, ``ch06``, ``all``), in order,
+    """The experiments named by ``selectors`` (names, ``ch04``, ``ch05``, ``ch06``, ``all``), in order,
     without repeats; ``list`` alone (or with ``all``) selects every experiment."""
     wanted = [w for w in selectors if w != "list"]
     if not wanted or "all" in wanted:
@@ -818,13 +948,13 @@ def select(selectors) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bnlab.experiments",
-        description="The experiments of chapters 4 and 6: a CNN on Fashion-MNIST with and without Batch "
-                    "Normalization (chapter 4), and BN against GroupNorm/LayerNorm at small batches and BN "
+        description="The experiments of chapters 4, 5 and 6: a CNN on Fashion-MNIST with and without Batch "
+                    "Normalization (chapter 4), the internal-covariate-shift debate reproduced (chapter 5), and BN against GroupNorm/LayerNorm at small batches and BN "
                     "folded at inference (chapter 6). Each writes results/<chapter>_<experiment>.json.",
         epilog="Experiments: " + "; ".join(f"{k} ({v['chapter']}): {v['doc']}" for k, v in EXPERIMENTS.items()),
     )
     parser.add_argument("experiment", nargs="+", choices=[*ALL_NAMES, *CHAPTERS, "all", "list"],
-                        help="the experiments to run: names, 'ch04' or 'ch06' (that chapter's experiments), "
+                        help="the experiments to run: names, 'ch04', 'ch05' or 'ch06' (that chapter's experiments), "
                              "'all' (every experiment of every chapter); 'list' prints the configurations "
                              "of the selected experiments (of all if none is named) instead of running them")
     group = parser.add_mutually_exclusive_group()
@@ -832,7 +962,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="small run for a CPU (default)")
     group.add_argument("--record-cpu", dest="profile", action="store_const", const="record-cpu",
                        help="the reduced configuration recorded on a 2-core CPU (chapter 4 about 25 minutes, "
-                            "chapter 6 about 20); implies --device cpu")
+                            "chapter 5 about 20, chapter 6 about 20); implies --device cpu")
     group.add_argument("--full", dest="profile", action="store_const", const="full",
                        help="whole data set (chapter 4: 15 epochs): meant for a GPU")
     parser.set_defaults(profile="quick")
