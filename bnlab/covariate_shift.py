@@ -220,7 +220,8 @@ VARIANT_NAMES = {"standard": "standard", "bn": "BN", "noisy_bn": "noisy BN", "st
 
 def _noise_only(num_features: int) -> nn.Module:
     """Santurkar et al.'s noise without BN: the reference ``NoisyBatchNorm2d`` with its BN part
-    replaced by the identity (what "adding the same noise to the standard network" means)."""
+    replaced by the identity (what "adding the same noise to the standard network" means). It needs
+    the course's solutions, so the student kit runs the other variants only."""
     layer = _reference("NoisyBatchNorm2d")(num_features)
     layer.bn = nn.Identity()
     return layer
@@ -294,35 +295,38 @@ def exp_noisy_bn(cfg, data, device, hooks, progress):
     """Santurkar et al. Sec. 2.1: does a network whose layer inputs shift on purpose still train?"""
     runs = []
     x_eval, y_eval = data.x_train[:cfg["train_eval_size"]], data.y_train[:cfg["train_eval_size"]]
-    for kind in cfg["variants"]:
-        torch.manual_seed(cfg["seed"])
-        model = make_variant(kind, cfg["width"], hooks).to(device)
-        trace = {"step": [], "train_acc": [], "activation_percentiles": []}
-        with relu_inputs(model, cfg["activation_block"]) as captured:
-            def probe(step, xb, yb, model=model, trace=trace, captured=captured):
-                trace["step"].append(step)
-                trace["train_acc"].append(accuracy(model, x_eval, y_eval, hooks.get("evaluate")))
-                captured.clear()
-                with torch.no_grad():
-                    model(xb)                  # training mode: what the next layer sees at this step
-                a = captured[-1][:, cfg["channel"]].double().cpu().numpy().ravel()
-                trace["activation_percentiles"].append(_round(np.percentile(a, WIDE_PERCENTILES), 4))
-                captured.clear()
+    for lr in cfg["lrs"]:
+        for kind in cfg["variants"]:
+            torch.manual_seed(cfg["seed"])
+            model = make_variant(kind, cfg["width"], hooks).to(device)
+            trace = {"step": [], "train_acc": [], "activation_percentiles": []}
+            with relu_inputs(model, cfg["activation_block"]) as captured:
+                def probe(step, xb, yb, model=model, trace=trace, captured=captured):
+                    trace["step"].append(step)
+                    trace["train_acc"].append(accuracy(model, x_eval, y_eval, hooks.get("evaluate")))
+                    captured.clear()
+                    with torch.no_grad():
+                        model(xb)                  # training mode: what the next layer sees at this step
+                    a = captured[-1][:, cfg["channel"]].double().cpu().numpy().ravel()
+                    trace["activation_percentiles"].append(_round(np.percentile(a, WIDE_PERCENTILES), 4))
+                    captured.clear()
 
-            h = sgd_run(model, data.x_train, data.y_train, steps=cfg["steps"], batch_size=cfg["batch_size"],
-                        lr=cfg["lr"], seed=cfg["seed"], probe=_probe_keeping_state(model, probe),
-                        every=cfg["record_every"], progress=progress, desc=VARIANT_NAMES[kind])
-        final = trace["train_acc"][-1] if not h["diverged"] else None
-        runs.append({"variant": kind, **trace, "loss": subsample(h["losses"], cfg["loss_points"]),
-                     "diverged": h["diverged"], "diverged_at_step": h["diverged_at_step"],
-                     "final_train_acc": final,
-                     "final_test_acc": None if h["diverged"] else accuracy(model, data.x_test, data.y_test,
-                                                                         hooks.get("evaluate"))})
+                h = sgd_run(model, data.x_train, data.y_train, steps=cfg["steps"], batch_size=cfg["batch_size"],
+                            lr=lr, seed=cfg["seed"], probe=_probe_keeping_state(model, probe),
+                            every=cfg["record_every"], progress=progress, desc=f"{VARIANT_NAMES[kind]} lr={lr:g}")
+            diverged = h["diverged"]
+            runs.append({"variant": kind, "lr": lr, **trace, "loss": subsample(h["losses"], cfg["loss_points"]),
+                         "diverged": diverged, "diverged_at_step": h["diverged_at_step"],
+                         "final_train_acc": None if diverged else trace["train_acc"][-1],
+                         "mean_train_acc": None if diverged else round(float(np.mean(trace["train_acc"])), 5),
+                         "final_test_acc": None if diverged else accuracy(model, data.x_test, data.y_test,
+                                                                          hooks.get("evaluate"))})
     return {"runs": runs, "percentiles": list(WIDE_PERCENTILES),
             "note": f"activations: input of ReLU {cfg['activation_block']} (after BN and the noise), channel "
                     f"{cfg['channel']}, over the (N, H, W) values of the step's training batch in training mode "
-                    f"(fresh noise); training accuracy in evaluation mode on {x_eval.shape[0]} training images; "
-                    f"plain SGD at lr {cfg['lr']}, batch {cfg['batch_size']}"}
+                    f"(fresh noise); training accuracy in evaluation mode on {x_eval.shape[0]} training images at "
+                    f"every recorded step (mean_train_acc: their mean, a measure of speed); plain SGD, batch "
+                    f"{cfg['batch_size']}"}
 
 
 # ------------------------------------------------------------------- ICS through gradients
@@ -576,8 +580,8 @@ def _summary_percentiles(res):
 
 
 def _summary_noisy(res):
-    return [f"  {VARIANT_NAMES[r['variant']]}: train acc {_acc(r['final_train_acc'])}, test acc "
-            f"{_acc(r['final_test_acc'])}" for r in res["runs"]]
+    return [f"  {VARIANT_NAMES[r['variant']]} lr={r['lr']:g}: train acc {_acc(r['final_train_acc'])} (mean over "
+            f"training {_acc(r['mean_train_acc'])}), test acc {_acc(r['final_test_acc'])}" for r in res["runs"]]
 
 
 def _summary_ics(res):

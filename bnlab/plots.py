@@ -67,6 +67,22 @@ def load_label(prov: dict) -> str:
     return f"{start[0]:.1f} → {end[0]:.1f}"
 
 
+def table_provenance(results: dict) -> str:
+    """One row per experiment: profile, machine, versions, git revision, load and wall time
+    (``results`` maps experiment names to recorded results or None)."""
+    rows = []
+    for name, result in results.items():
+        if result is None:
+            rows.append([name, "not recorded", "", "", "", "", ""])
+            continue
+        prov = result["provenance"]
+        rows.append([name, result["profile"], source_label(result).split(", ", 1)[1],
+                     f"torch {prov['torch']}, CUDA {prov['cuda'] or '-'}", f"`{prov.get('git', '?')}`",
+                     load_label(prov), f"{prov['wall_time_s'] / 60:.1f} min"])
+    return markdown_table(["experiment", "profile", "measured on", "versions", "git revision",
+                           "load (start → end)", "wall time"], rows)
+
+
 def describe_provenance_caveats(results: dict) -> str:
     """Warnings about how recorded results were measured, made from their provenance: runs on a
     loaded machine and runs from a tree with uncommitted changes (``-dirty`` revisions, whose code
