@@ -53,7 +53,7 @@ END_HIDDEN = "### END HIDDEN TESTS"
 VARIANTS = ("student", "instructor")
 
 # Files of the book besides the chapters, copied into a generated tree.
-BOOK_FILES = ("_config.yml", "_toc.yml", "intro.md", "ch05_preview.md", "references.md", "references.bib")
+BOOK_FILES = ("_config.yml", "_toc.yml", "intro.md", "references.md", "references.bib")
 BOOK_DIRS = ("_static", "_ext", "_templates")
 
 # A docstring section that only the instructor sees (how the reference computes its result).
