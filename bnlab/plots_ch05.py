@@ -194,8 +194,11 @@ def describe_noisy_bn(result: dict) -> str:
                      + f": the most stable is {VARIANT_NAMES[order[0]]}, the least {VARIANT_NAMES[order[-1]]}.")
         if "standard_noise" in runs:
             r = runs["standard_noise"]
-            lines.append(f"  The same noise without BN: training accuracy {_pct(r['final_train_acc'])} at the end "
-                         f"(standard network {_pct(end['standard'])}).")
+            if r["diverged"]:
+                lines.append(f"  The same noise without BN: the run diverged at step {r['diverged_at_step']}.")
+            else:
+                lines.append(f"  The same noise without BN: training accuracy {_pct(r['final_train_acc'])} at the "
+                             f"end (standard network {_pct(end['standard'])}).")
     return "\n".join(lines)
 
 
