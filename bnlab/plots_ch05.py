@@ -112,9 +112,9 @@ def _variants(result, lr):
 def plot_noisy_bn(result: dict, lr=None):
     """Top: training accuracy of each variant over training, one panel per learning rate. Bottom:
     the 5/15/50/85/95th percentiles of one channel's activations over training at ``lr`` (default:
-    the largest), one panel per variant."""
+    the smallest), one panel per variant; a diverged run says so."""
     lrs = _lrs(result)
-    lr = max(lrs) if lr is None else lr
+    lr = min(lrs) if lr is None else lr
     runs = _variants(result, lr)
     fig = plt.figure(figsize=(12, 5.8))
     grid = fig.add_gridspec(2, len(lrs) * len(runs))
@@ -135,7 +135,10 @@ def plot_noisy_bn(result: dict, lr=None):
     for j, (kind, r) in enumerate(runs.items()):
         ax = fig.add_subplot(grid[1, j * width:(j + 1) * width], sharey=shared)
         shared = shared or ax
-        _band(ax, r["step"], r["activation_percentiles"], VARIANT_COLORS[kind])
+        if r["diverged"]:
+            ax.text(0.5, 0.5, f"diverged at step {r['diverged_at_step']}", transform=ax.transAxes, ha="center")
+        else:
+            _band(ax, r["step"], r["activation_percentiles"], VARIANT_COLORS[kind])
         ax.set(title=f"{VARIANT_NAMES[kind]}, lr {lr:g}", xlabel="training step")
         if j == 0:
             ax.set_ylabel("activation (one channel)")

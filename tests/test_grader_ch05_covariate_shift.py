@@ -8,7 +8,10 @@ which calls the submission's ics_metrics, may lose points with it (``DEPENDS``).
 
 import textwrap
 
-from grading import GraderSessionTests, blocks_notebook, bug_groups, grouped, patch_once, reference, without
+import pytest
+
+from grading import (GraderSessionTests, assert_full_marks, assert_mistake_named, blocks_notebook, bug_groups,
+                     failed_tests, grade_sources, grouped, patch_once, reference, without)
 
 SLUG = "ch05_covariate_shift"
 REF = reference(SLUG)
@@ -252,3 +255,43 @@ class TestGrader(GraderSessionTests):
         "noisy_noise_before_bn": "the public check sees eval mode differ from BN (running statistics of noisy "
                                  "inputs); that there is no shift after BN is the noise's estimated distribution",
     }
+
+
+# --------------------------------------------------------------------------- the released notebook
+
+
+@pytest.fixture(scope="module")
+def released_reports(tmp_path_factory):
+    """The chapter's own release (``make release``), filled in as a student would: with the
+    reference, with one planted mistake, and with an exercise left as its stub."""
+    import nbformat
+
+    from autograder.release import release
+    from students import fill
+
+    course = tmp_path_factory.mktemp("ch05_course")
+    release([SLUG], course=course)
+    released = nbformat.read(course / "release" / SLUG / f"{SLUG}.ipynb", as_version=4)
+    sources = {
+        "released_correct": fill(released, SLUG),
+        "released_sigma_from_zero": fill(released, SLUG, {
+            "sigma = 1 + torch.rand(C, **kw) * (self.n_sigma - 1)": "sigma = torch.rand(C, **kw) * self.n_sigma"}),
+        "released_stub_landscape": fill(released, SLUG, drop=("landscape_along_gradient",)),
+    }
+    return grade_sources(SLUG, sources, tmp_path_factory.mktemp("ch05_released"))
+
+
+def test_the_released_notebook_filled_in_gets_full_marks(released_reports):
+    assert_full_marks(released_reports["released_correct"], EXERCISES)
+
+
+def test_the_released_notebook_with_a_mistake_is_named(released_reports):
+    assert_mistake_named(released_reports["released_sigma_from_zero"], "NoisyBatchNorm2d", "sigma_j ~ U(1, n_sigma)")
+
+
+def test_the_released_stub_scores_zero_on_its_exercise_only(released_reports):
+    report = released_reports["released_stub_landscape"]
+    scores = report.by_exercise()
+    assert scores["landscape_along_gradient"][0] == 0
+    assert all(score == total for name, (score, total) in scores.items() if name != "landscape_along_gradient")
+    assert any("not implemented" in t.output for t in failed_tests(report, "landscape_along_gradient"))
