@@ -158,7 +158,7 @@ def table_noisy_bn(result: dict) -> str:
              _pct(r["final_test_acc"]), f"{instability(r):.3f}"]
             for lr in _lrs(result) for k, r in _variants(result, lr).items()]
     return markdown_table(["network", "lr", "training accuracy (end)", "training accuracy (mean over training)",
-                           "test accuracy", "mean |change of the median| between records"], rows)
+                           "test accuracy", "mean change of the median between records"], rows)
 
 
 # BN's advantage over the standard network (mean training accuracy over the run, in points) below

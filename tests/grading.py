@@ -326,3 +326,17 @@ class GraderSessionTests(GraderTests):
         The first two submissions with mistakes and the reference are graded again, each alone."""
         first, second = list(self.sources)[:2]
         assert_graded_alone_alike(self.slug, reports, [first, "reference.py", second])
+
+
+def grade_release(slug: str, tmp_path_factory, students: dict) -> dict[str, Report]:
+    """The chapter's own release (``make release``), filled in as students would and graded in one
+    session. ``students`` maps a name to ``(replacements, drop)`` for :func:`students.fill`: text
+    replacements planting mistakes in the reference, and exercises left as their stubs."""
+    from autograder.release import release
+    from students import fill
+
+    course = tmp_path_factory.mktemp(f"{slug}_course")
+    release([slug], course=course)
+    released = nbformat.read(course / "release" / slug / f"{slug}.ipynb", as_version=4)
+    sources = {name: fill(released, slug, replacements, drop) for name, (replacements, drop) in students.items()}
+    return grade_sources(slug, sources, tmp_path_factory.mktemp(f"{slug}_released"))

@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 from grading import (GraderSessionTests, assert_full_marks, assert_mistake_named, blocks_notebook, bug_groups,
-                     failed_tests, grade_sources, grouped, patch_once, reference, without)
+                     failed_tests, grade_release, grouped, patch_once, reference, without)
 
 SLUG = "ch05_covariate_shift"
 REF = reference(SLUG)
@@ -262,23 +262,14 @@ class TestGrader(GraderSessionTests):
 
 @pytest.fixture(scope="module")
 def released_reports(tmp_path_factory):
-    """The chapter's own release (``make release``), filled in as a student would: with the
-    reference, with one planted mistake, and with an exercise left as its stub."""
-    import nbformat
-
-    from autograder.release import release
-    from students import fill
-
-    course = tmp_path_factory.mktemp("ch05_course")
-    release([SLUG], course=course)
-    released = nbformat.read(course / "release" / SLUG / f"{SLUG}.ipynb", as_version=4)
-    sources = {
-        "released_correct": fill(released, SLUG),
-        "released_sigma_from_zero": fill(released, SLUG, {
-            "sigma = 1 + torch.rand(C, **kw) * (self.n_sigma - 1)": "sigma = torch.rand(C, **kw) * self.n_sigma"}),
-        "released_stub_landscape": fill(released, SLUG, drop=("landscape_along_gradient",)),
-    }
-    return grade_sources(SLUG, sources, tmp_path_factory.mktemp("ch05_released"))
+    """The chapter's own release filled in with the reference, with one planted mistake, and with an
+    exercise left as its stub."""
+    return grade_release(SLUG, tmp_path_factory, {
+        "released_correct": ({}, ()),
+        "released_sigma_from_zero": ({"sigma = 1 + torch.rand(C, **kw) * (self.n_sigma - 1)":
+                                      "sigma = torch.rand(C, **kw) * self.n_sigma"}, ()),
+        "released_stub_landscape": ({}, ("landscape_along_gradient",)),
+    })
 
 
 def test_the_released_notebook_filled_in_gets_full_marks(released_reports):

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from autograder.mistakes.ch06_beyond import MSG
-from grading import (assert_full_marks, assert_mistake_named, assert_only_missing, failed_tests, grade_sources, notebook,
-                     public_imports)
+from grading import (assert_full_marks, assert_mistake_named, assert_only_missing, failed_tests, grade_release,
+                     grade_sources, notebook, public_imports)
 
 SLUG = "ch06_beyond"
 ROOT = Path(__file__).resolve().parents[1]
@@ -353,23 +353,13 @@ def test_public_checks_name_what_the_grader_names(public_reports, name):
 
 @pytest.fixture(scope="module")
 def released_reports(tmp_path_factory):
-    """The chapter's own release (``make release``), filled in as a student would: with the
-    reference, with one planted mistake, and with an exercise left as its stub."""
-    import nbformat
-
-    from autograder.release import release
-    from students import fill
-
-    course = tmp_path_factory.mktemp("ch06_course")
-    release([SLUG], course=course)
-    released = nbformat.read(course / "release" / SLUG / f"{SLUG}.ipynb", as_version=4)
-    sources = {
-        "released_correct": fill(released, SLUG),
-        "released_unbiased": fill(released, SLUG, {"var = ((x - mean[:, None]) ** 2).mean(axis=1)":
-                                                   "var = x.var(axis=1, ddof=1)"}),
-        "released_stub_fold": fill(released, SLUG, drop=("fold_batchnorm",)),
-    }
-    return grade_sources(SLUG, sources, tmp_path_factory.mktemp("ch06_released"))
+    """The chapter's own release filled in with the reference, with one planted mistake, and with an
+    exercise left as its stub."""
+    return grade_release(SLUG, tmp_path_factory, {
+        "released_correct": ({}, ()),
+        "released_unbiased": ({"var = ((x - mean[:, None]) ** 2).mean(axis=1)": "var = x.var(axis=1, ddof=1)"}, ()),
+        "released_stub_fold": ({}, ("fold_batchnorm",)),
+    })
 
 
 def test_the_released_notebook_filled_in_gets_full_marks(released_reports):

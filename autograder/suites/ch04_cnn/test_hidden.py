@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from autograder.suitekit import once
-from autograder.feedback import Mismatch, check_array, check_unchanged
+from autograder.feedback import check_array, check_unchanged, Mismatch
 from autograder.mistakes import ch04_cnn as M
 from autograder.ops import torch_models as TM
 from solutions import ch04_cnn as ref

@@ -320,7 +320,7 @@ def noisy_runs(student, cache, kwargs_key="default"):
     x = signed_input()
     rng = seeded("noisy-eval")
     eval_x = rng.standard_normal((3, C_NOISY, 4, 4))
-    dout = rng.standard_normal(x.shape)
+    dout = rng.standard_normal(size=x.shape)
     return once(cache, ("noisy", kwargs_key), lambda: student.op(
         "torch_models.noisy_bn_run", "NoisyBatchNorm2d", C_NOISY, kwargs, [x] * STEPS, eval_x, seed=1, dout=dout))
 
