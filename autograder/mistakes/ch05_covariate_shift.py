@@ -120,7 +120,7 @@ def landscape_variant(model, x, y, loss_fn, lr, multipliers, variant):
             p.grad = None
         loss = loss_fn(m(x), y)
         loss.backward()
-        return float(loss), [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+        return float(loss.detach()), [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in params]
 
     loss0, g = loss_and_grad()
     g_norm = math.sqrt(sum(float(t.double().pow(2).sum()) for t in g))
