@@ -13,8 +13,9 @@ Each ``exp_*`` function is one experiment of :mod:`bnlab.experiments` (``results
 - :func:`exp_depth_growth` — at initialization: the gradient explosion of deep BN networks without
   skip connections (Yang et al.) and the growth of residual activations without BN (Bjorck et al.).
 
-Every training loop here is plain SGD at a constant learning rate on random mini-batches drawn
-from successive permutations of the training set (:func:`sgd_run`), as in the papers.
+Every training loop here is SGD at a constant learning rate on random mini-batches drawn from
+successive permutations of the training set (:func:`sgd_run`); only the gamma/beta experiment
+uses momentum.
 The measurements that are exercises of the chapter (``measure_ics``, ``landscape_along_gradient``,
 ``NoisyBatchNorm2d``) come in as hooks, the course's reference by default.
 """
@@ -193,8 +194,11 @@ def exp_percentiles(cfg, data, device, hooks, progress):
         trace = {"step": [], "test_acc": [], "percentiles": []}
 
         def probe(step, xb, yb, model=model, trace=trace):
+            # the input the sigmoid sees in training: BN with the statistics of the probe images (a copy
+            # of the network, so its running statistics stay untouched). Evaluation mode would use the
+            # running statistics, which start at (0, 1) and would show the unnormalized input early on.
+            z = sigmoid_inputs(copy.deepcopy(model).train(), probe_x)[:, cfg["unit"]].double().cpu().numpy()
             model.eval()
-            z = sigmoid_inputs(model, probe_x)[:, cfg["unit"]].double().cpu().numpy()
             trace["step"].append(step)
             trace["test_acc"].append(accuracy(model, x_test, data.y_test, hooks.get("evaluate")))
             trace["percentiles"].append(_round(np.percentile(z, PERCENTILES), 4))
@@ -207,8 +211,8 @@ def exp_percentiles(cfg, data, device, hooks, progress):
                      "diverged": h["diverged"], "final_test_acc": trace["test_acc"][-1]})
     return {"runs": runs, "percentiles": list(PERCENTILES),
             "note": f"input of sigmoid {cfg['unit']} of the last hidden layer on the first {probe_x.shape[0]} test "
-                    f"images, in evaluation mode (BN with its running statistics), before the update of each "
-                    f"recorded step; pixels in [0, 1]; plain SGD at lr {cfg['lr']}, batch {cfg['batch_size']}"}
+                    f"images, in training mode (BN with the statistics of those images; running statistics untouched), "
+                    f"before the update of each recorded step; test accuracy in evaluation mode; pixels in [0, 1]; plain SGD at lr {cfg['lr']}, batch {cfg['batch_size']}"}
 
 
 # --------------------------------------------------------------------- the CNN variants

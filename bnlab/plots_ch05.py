@@ -164,6 +164,8 @@ def table_noisy_bn(result: dict) -> str:
 # BN's advantage over the standard network (mean training accuracy over the run, in points) below
 # which the noisy-BN comparison has nothing to measure
 SMALL_ADVANTAGE = 0.02
+# ten classes; a run whose final training accuracy is within NOT_TRAINING of chance has not trained
+CHANCE, NOT_TRAINING = 0.1, 0.05
 
 
 def describe_noisy_bn(result: dict) -> str:
@@ -190,11 +192,15 @@ def describe_noisy_bn(result: dict) -> str:
         else:
             lines.append(f"  BN is only {100 * advantage:+.1f} points ahead of the standard network on average, too "
                          f"little for the noise to remove: this learning rate cannot test the claim.")
-        order = sorted(("standard", "bn", "noisy_bn"), key=lambda k: instability(runs[k]))
-        lines.append("  The median of the channel's activation moves, on average between two records, by "
-                     + ", ".join(f"{instability(runs[k]):.3f} ({VARIANT_NAMES[k]})" for k in ("standard", "bn",
-                                                                                         "noisy_bn"))
-                     + f": the most stable is {VARIANT_NAMES[order[0]]}, the least {VARIANT_NAMES[order[-1]]}.")
+        # a network at chance does not train: its activations stand still, which is not stability
+        stuck = [k for k in ("standard", "bn", "noisy_bn") if end[k] < CHANCE + NOT_TRAINING]
+        order = sorted((k for k in ("standard", "bn", "noisy_bn") if k not in stuck), key=lambda k: instability(runs[k]))
+        moves = ", ".join(f"{instability(runs[k]):.3f} ({VARIANT_NAMES[k]}{', at chance' if k in stuck else ''})"
+                          for k in ("standard", "bn", "noisy_bn"))
+        ranking = (f": of the networks that train, the most stable is {VARIANT_NAMES[order[0]]}, the least "
+                   f"{VARIANT_NAMES[order[-1]]}" if len(order) >= 2 else "")
+        lines.append(f"  The median of the channel's activation moves, on average between two records, by {moves}"
+                     f"{ranking}.")
         if "standard_noise" in runs:
             r = runs["standard_noise"]
             if r["diverged"]:
@@ -391,7 +397,11 @@ def describe_gamma_beta(result: dict) -> str:
     for k, r in runs.items():
         share = r["trainable_parameters"] / r["total_parameters"]
         lines.append(f"- Training {TRAINED_NAMES[k]} ({r['trainable_parameters']:,} of {r['total_parameters']:,} "
-                     f"parameters, {100 * share:.1f}%): test accuracy {_pct(r['final_test_acc'])}.")
+                     f"parameters, {100 * share:.1f}%): test accuracy {_pct(r['final_test_acc'])} "
+                     f"(learning rate {r['lr']:g}).")
+    cfg = result["config"]
+    lines.append(f"- Each run: SGD with momentum {cfg['momentum']:g}, batch {cfg['batch_size']}, "
+                 f"{cfg['steps']:,} steps.")
     if "bn_only" in runs:
         r = runs["bn_only"]
         lines.append(f"- After γ/β-only training {100 * r['small_gamma_fraction']:.1f}% of the channels have "

@@ -317,6 +317,13 @@ def test_describe_noisy_bn_reads_the_numbers():
     assert "cannot test the claim" in plots_ch05.describe_noisy_bn(_synthetic_noisy(0.6, 0.6, 0.7))
 
 
+def test_a_network_at_chance_is_not_called_stable():
+    """Its activations stand still because it does not train: it is named, and left out of the ranking."""
+    text = plots_ch05.describe_noisy_bn(_synthetic_noisy(0.9, 0.85, 0.11))
+    assert "(standard, at chance)" in text and "of the networks that train, the most stable is BN" in text
+    assert "the most stable is standard" not in text
+
+
 def _synthetic_ics(cos_std, cos_bn, rel_std, rel_bn):
     def run(use_bn, cos, rel):
         return {"use_bn": use_bn, "lr": 0.1, "step": [0, 1],
