@@ -183,13 +183,24 @@ def test_search_finds_the_pages_that_contain_a_term(browser):
     assert errors == [], errors        # no page fetches for snippets, which fail over file://
 
 
+def poll(driver, script: str, timeout: float = 20):
+    """The value of ``script`` once it is non-empty (a loaded page can still be parsing on a busy
+    machine), or its last value after ``timeout`` seconds."""
+    deadline = time.time() + timeout
+    value = driver.execute_script(script)
+    while not value and time.time() < deadline:
+        time.sleep(0.2)
+        value = driver.execute_script(script)
+    return value
+
+
 def test_bibliography_labels_are_the_citations_of_the_text(browser):
     """A reader looks up "Ioffe and Szegedy, 2015" in the list and finds that label."""
     browser.get((SITE / "chapters" / "ch01_normalization.html").as_uri())
-    cited = set(browser.execute_script(
+    cited = set(poll(browser,
         "return [...document.querySelectorAll('a[href*=\"references.html#id\"]')].map(a => a.innerText.trim());"))
     browser.get((SITE / "references.html").as_uri())
-    labels = browser.execute_script(
+    labels = poll(browser,
         "return [...document.querySelectorAll('.citation .label')].map(l => l.innerText.replace(/[\\[\\]]/g, '').trim());")
     assert "Ioffe and Szegedy, 2015" in labels, labels
     assert not any(len(label) < 8 for label in labels), labels        # no alpha-style [IS15]
