@@ -211,8 +211,9 @@ def exp_percentiles(cfg, data, device, hooks, progress):
                      "diverged": h["diverged"], "final_test_acc": trace["test_acc"][-1]})
     return {"runs": runs, "percentiles": list(PERCENTILES),
             "note": f"input of sigmoid {cfg['unit']} of the last hidden layer on the first {probe_x.shape[0]} test "
-                    f"images, in training mode (BN with the statistics of those images; running statistics untouched), "
-                    f"before the update of each recorded step; test accuracy in evaluation mode; pixels in [0, 1]; plain SGD at lr {cfg['lr']}, batch {cfg['batch_size']}"}
+                    f"images, in training mode (BN with the statistics of those images; running statistics "
+                    f"untouched), before the update of each recorded step; test accuracy in evaluation mode; "
+                    f"pixels in [0, 1]; plain SGD at lr {cfg['lr']}, batch {cfg['batch_size']}"}
 
 
 # --------------------------------------------------------------------- the CNN variants

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from bnlab.covariate_shift import VARIANT_NAMES
-from bnlab.plots import markdown_table
+from bnlab.plots import markdown_table, outcome
 
 BN_COLORS = {False: "tab:red", True: "tab:blue"}
 BN_NAMES = {False: "standard", True: "BN"}
@@ -164,15 +164,15 @@ def table_noisy_bn(result: dict) -> str:
 # BN's advantage over the standard network (mean training accuracy over the run, in points) below
 # which the noisy-BN comparison has nothing to measure
 SMALL_ADVANTAGE = 0.02
-# ten classes; a run whose final training accuracy is within NOT_TRAINING of chance has not trained
-CHANCE, NOT_TRAINING = 0.1, 0.05
+# the three networks of Santurkar et al.'s comparison
+COMPARED = ("standard", "bn", "noisy_bn")
 
 
 def describe_noisy_bn(result: dict) -> str:
     lines = []
     for lr in _lrs(result):
         runs = _variants(result, lr)
-        if not {"bn", "noisy_bn", "standard"} <= set(runs):
+        if not set(COMPARED) <= set(runs):
             continue
         speed = {k: runs[k].get("mean_train_acc") for k in ("bn", "noisy_bn", "standard")}
         end = {k: runs[k]["final_train_acc"] for k in ("bn", "noisy_bn", "standard")}
@@ -193,10 +193,10 @@ def describe_noisy_bn(result: dict) -> str:
             lines.append(f"  BN is only {100 * advantage:+.1f} points ahead of the standard network on average, too "
                          f"little for the noise to remove: this learning rate cannot test the claim.")
         # a network at chance does not train: its activations stand still, which is not stability
-        stuck = [k for k in ("standard", "bn", "noisy_bn") if end[k] < CHANCE + NOT_TRAINING]
-        order = sorted((k for k in ("standard", "bn", "noisy_bn") if k not in stuck), key=lambda k: instability(runs[k]))
+        stuck = [k for k in COMPARED if outcome(runs[k]) == "chance"]
+        order = sorted((k for k in COMPARED if k not in stuck), key=lambda k: instability(runs[k]))
         moves = ", ".join(f"{instability(runs[k]):.3f} ({VARIANT_NAMES[k]}{', at chance' if k in stuck else ''})"
-                          for k in ("standard", "bn", "noisy_bn"))
+                          for k in COMPARED)
         ranking = (f": of the networks that train, the most stable is {VARIANT_NAMES[order[0]]}, the least "
                    f"{VARIANT_NAMES[order[-1]]}" if len(order) >= 2 else "")
         lines.append(f"  The median of the channel's activation moves, on average between two records, by {moves}"

@@ -168,21 +168,6 @@ def test_sidebar_toggle_opens_and_closes_the_chapter_list(size):
         driver.quit()
 
 
-def test_search_finds_the_pages_that_contain_a_term(browser):
-    browser.get((SITE / "search.html").as_uri() + "?q=momentum")
-    deadline = time.time() + 20
-    found = []
-    while time.time() < deadline and not found:
-        time.sleep(0.3)
-        found = browser.execute_script(
-            "return [...document.querySelectorAll('#search-results li a')].map(a => a.getAttribute('href'));")
-    pages = {href.split("#")[0].split("?")[0] for href in found}
-    errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
-    screenshot_on_failure(browser, "search", [] if found and not errors else ["no results or errors"])
-    assert any("ch02_bn_forward" in p for p in pages), pages
-    assert errors == [], errors        # no page fetches for snippets, which fail over file://
-
-
 def poll(driver, script: str, timeout: float = 20):
     """The value of ``script`` once it is non-empty (a loaded page can still be parsing on a busy
     machine), or its last value after ``timeout`` seconds."""
@@ -192,6 +177,19 @@ def poll(driver, script: str, timeout: float = 20):
         time.sleep(0.2)
         value = driver.execute_script(script)
     return value
+
+
+def test_search_finds_the_pages_that_contain_a_term(browser):
+    browser.get((SITE / "search.html").as_uri() + "?q=momentum")
+    found = poll(browser,                # the results appear one by one; the summary comes after the last
+        "const summary = document.querySelector('#search-results .search-summary');"
+        "if (!summary || !summary.innerText.startsWith('Search finished')) return null;"
+        "return [...document.querySelectorAll('#search-results li a')].map(a => a.getAttribute('href'));") or []
+    pages = {href.split("#")[0].split("?")[0] for href in found}
+    errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    screenshot_on_failure(browser, "search", [] if found and not errors else ["no results or errors"])
+    assert any("ch02_bn_forward" in p for p in pages), pages
+    assert errors == [], errors        # no page fetches for snippets, which fail over file://
 
 
 def test_bibliography_labels_are_the_citations_of_the_text(browser):
