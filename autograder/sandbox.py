@@ -17,6 +17,7 @@ worker runs ``autograder/launcher.py`` (per-worker containment, then ``exec``) a
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import itertools
 import json
 import multiprocessing.util
@@ -84,12 +85,26 @@ class _DeadlineReader:
         return os.read(self.fd, min(n, 1 << 20))
 
 
+def course_library() -> Path | None:
+    """The ``bnlab`` package, which the chapters' notebooks import and students have (from the
+    student kit): in the repository or installed. The notebooks' chapter cells keep their imports
+    when graded, so the worker must find it as the student did."""
+    spec = importlib.util.find_spec("bnlab")
+    return Path(spec.origin).parent if spec and spec.origin else None
+
+
 def _make_lib(tmp: Path) -> Path:
-    """A private, read-only copy of the sandbox-side code under ``tmp``."""
+    """A private, read-only copy of the sandbox-side code under ``tmp``, with the course library's
+    modules (not its recorded results)."""
     lib = tmp / "lib"
     shutil.copytree(PACKAGE / "ops", lib / "ops", ignore=shutil.ignore_patterns("__pycache__"))
     for name in LIB_FILES:
         shutil.copy(PACKAGE / name, lib / name)
+    library = course_library()
+    if library is not None:
+        (lib / "bnlab").mkdir()
+        for module in library.glob("*.py"):
+            shutil.copy(module, lib / "bnlab" / module.name)
     for path in [lib, *lib.rglob("*")]:
         os.chmod(path, 0o555 if path.is_dir() else 0o444)
     return lib

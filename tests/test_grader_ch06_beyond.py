@@ -366,6 +366,13 @@ def test_the_released_notebook_filled_in_gets_full_marks(released_reports):
     assert_full_marks(released_reports["released_correct"], EXERCISES)
 
 
+def test_the_released_notebook_runs_without_errors(released_reports):
+    """Its chapter cells import the course library (bnlab), as the student's kernel did: no false
+    "error while running your code" in the feedback."""
+    report = released_reports["released_correct"]
+    assert not [m for m in report.messages if m.startswith("error while running your code")], report.messages
+
+
 def test_the_released_notebook_with_a_mistake_is_named(released_reports):
     assert_mistake_named(released_reports["released_unbiased"], "layernorm_forward", MSG["unbiased"][:40])
 

@@ -531,3 +531,23 @@ def test_packages_of_the_user_site_are_seen_by_the_worker(tmp_path, monkeypatch,
             assert sandbox.request("basic.call", "probe", 1) == 43
     finally:
         sandbox_module._close_zygotes()
+
+
+COURSE_LIBRARY = """
+import os
+import bnlab
+from bnlab.experiments import load_result
+from bnlab.train import load_data
+
+def library():
+    return sorted(os.listdir(os.path.dirname(bnlab.__file__)))
+"""
+
+
+def test_the_worker_imports_the_course_library_as_the_students_kernel_does():
+    """A released notebook's chapter cells import bnlab (students have it from the kit): the worker
+    finds it, its modules only (no recorded results, nothing of the solutions)."""
+    with Sandbox([("course.py", COURSE_LIBRARY)], limits=Limits(timeout_s=60, load_timeout_s=120)) as sandbox:
+        assert sandbox.loaded().get("errors", {}) == {}
+        files = sandbox.request("basic.call", "library")
+    assert files == sorted(p.name for p in (ROOT / "bnlab").glob("*.py")), files
