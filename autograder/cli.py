@@ -253,7 +253,9 @@ def _progress(total: int):
 def reason_of(report: Report) -> str:
     """Why a report scores 0 without being graded (no file, unreadable, another chapter...)."""
     if report.score == 0 and report.messages and not any(t.status == "passed" for t in report.tests):
-        return report.messages[-1].splitlines()[0]
+        # one line: the message's first line, and its last (what happened) where it has more
+        lines = [line.strip() for line in report.messages[-1].splitlines() if line.strip()]
+        return " ".join(lines[:1] + lines[1:][-1:])
     return ""
 
 

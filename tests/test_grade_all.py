@@ -65,6 +65,18 @@ def test_every_student_gets_a_row_and_every_skip_is_said(course, tmp_path):
     assert "3 student(s) without one" in result.stdout
 
 
+def test_the_reason_of_a_zero_says_what_happened_in_one_line(tmp_path):
+    """A submission whose code stops the worker: grades.csv says how, not only "error while running"."""
+    folder = tmp_path / "course" / "submitted" / "frank" / SLUG
+    folder.mkdir(parents=True)
+    (folder / f"{SLUG}.py").write_text("raise SystemExit\n")
+    result = grade_all(tmp_path / "course" / "submitted", "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    reason = rows(tmp_path / "out")["frank"]["reason"]
+    assert reason.startswith("error while running your code: ") and "sys.exit(None)" in reason, reason
+    assert "\n" not in reason
+
+
 def test_one_student_is_regraded_in_place(course, tmp_path):
     folder, _ = course
     out = tmp_path / "out"
